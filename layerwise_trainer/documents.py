@@ -1,0 +1,144 @@
+"""Reading YAML and JSON documents safely, with errors that name the file and the line.
+
+YAML is only ever read with a safe loader (no tags that build Python objects), and a mapping that
+repeats a key is an error rather than a silent "last one wins".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+YAML_SUFFIXES = (".yaml", ".yml")
+JSON_SUFFIXES = (".json",)
+
+
+class DocumentError(ValueError):
+    """A YAML or JSON document that could not be read; the message names the source and the line.
+
+    Args:
+        source: The file or a name for the text.
+        detail: What is wrong, with the line and column where known.
+    """
+
+    def __init__(self, source: str, detail: str) -> None:
+        self.source = source
+        self.detail = detail
+        super().__init__(f"{source}: {detail}")
+
+
+class _UniqueKeySafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing mappings that repeat a key."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: let PyYAML raise its own marked error
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeySafeLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeySafeLoader.construct_mapping
+)
+
+
+class _DuplicateJsonKey(ValueError):
+    pass
+
+
+def _reject_duplicate_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateJsonKey(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` with the safe loader.
+
+    Args:
+        text: The document.
+        source: What to call the document in errors (a path, ``"<string>"``).
+
+    Returns:
+        The plain Python data (dicts, lists, strings, numbers, booleans, None).
+
+    Raises:
+        DocumentError: The text is not valid YAML, repeats a key, or nests too deeply.
+    """
+    try:
+        return yaml.load(text, Loader=_UniqueKeySafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = error.problem or error.context or "invalid YAML"
+        raise DocumentError(
+            source, f"{line}: not valid YAML: {problem}" if line else f"not valid YAML: {problem}"
+        ) from None
+    except yaml.YAMLError as error:
+        raise DocumentError(source, f"not valid YAML: {error}") from None
+    except RecursionError:
+        raise DocumentError(source, "the YAML document nests too deeply") from None
+
+
+def parse_json(text: str, source: str) -> Any:
+    """Parse JSON ``text``; the same contract as :func:`parse_yaml`."""
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicate_json_keys)
+    except json.JSONDecodeError as error:
+        raise DocumentError(source, f"line {error.lineno}, column {error.colno}: not valid JSON: {error.msg}") from None
+    except _DuplicateJsonKey as error:
+        raise DocumentError(source, f"not valid JSON: {error}") from None
+    except RecursionError:
+        raise DocumentError(source, "the JSON document nests too deeply") from None
+
+
+def load_document(path: str | os.PathLike[str]) -> Any:
+    """Read a ``.yaml``/``.yml`` or ``.json`` file.
+
+    Args:
+        path: The file; its suffix decides the format.
+
+    Returns:
+        The plain Python data it holds.
+
+    Raises:
+        DocumentError: The file is missing, unreadable, not UTF-8, of another suffix, empty, or not
+            valid YAML/JSON (the message gives the line).
+    """
+    file = Path(path)
+    suffix = file.suffix.lower()
+    if suffix not in YAML_SUFFIXES + JSON_SUFFIXES:
+        raise DocumentError(str(file), f"expected a .yaml, .yml or .json file, got suffix {suffix or '(none)'!r}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DocumentError(str(file), "no such file") from None
+    except IsADirectoryError:
+        raise DocumentError(str(file), "is a directory, expected a file") from None
+    except UnicodeDecodeError:
+        raise DocumentError(str(file), "not UTF-8 text") from None
+    except OSError as error:
+        raise DocumentError(str(file), f"cannot be read: {error.strerror}") from None
+    data = parse_json(text, str(file)) if suffix in JSON_SUFFIXES else parse_yaml(text, str(file))
+    if data is None:
+        raise DocumentError(str(file), "the file is empty")
+    return data
