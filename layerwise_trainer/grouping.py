@@ -1,0 +1,504 @@
+"""Resolving a spec against a model: which parameter goes to which optimizer param group.
+
+:func:`resolve_groups` is the pure core: it reads the model's parameter names and ``requires_grad``
+flags and returns a :class:`GroupPlan`, changing neither the model nor the spec.
+:func:`build_param_groups` turns a plan into the list of dicts a torch optimizer takes, for custom
+training loops; :class:`~layerwise_trainer.LayerwiseTrainer` wires the same functions into
+``create_optimizer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .decay import decay_parameter_names as default_decay_parameter_names
+from .errors import SpecError, did_you_mean
+from .layers import LayerMap, detect_layers
+from .optimizers import (
+    check_optim_takes_groups,
+    check_optimizer_takes_groups,
+    optim_name,
+    optimizer_hyperparameters,
+    validate_group_options,
+)
+from .patterns import compile_pattern, unwrap_data_parallel, user_facing_name, user_model
+from .spec import DEFAULT_GROUP_NAME, GroupSpec, LayerwiseSpec, SpecSource, parse_spec
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+_EMPTY_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+_UNMATCHED_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class PlannedGroup:
+    """One optimizer param group of a plan, or one frozen group of the spec.
+
+    Args:
+        name: The name it is logged under: the spec group's name, or ``<name>/layer_<id>`` for a
+            sub-group of a layer-decayed group. The decay and no-decay halves share it.
+        source: The spec group it comes from (``default`` for parameters no group matched).
+        parameter_names: Its parameters, in the model's order.
+        num_elements: The number of scalars in them.
+        lr: The learning rate (0 for a frozen group).
+        weight_decay: The weight decay (0 for biases and norms).
+        frozen: Whether the parameters are frozen and kept out of the optimizer.
+        layer_id: The layer id of a layer-decayed sub-group, else None.
+        options: Further optimizer hyperparameters from the spec.
+    """
+
+    name: str
+    source: str
+    parameter_names: tuple[str, ...]
+    num_elements: int
+    lr: float
+    weight_decay: float
+    frozen: bool
+    layer_id: int | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_OPTIONS)
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """The outcome of resolving a spec against a model.
+
+    Args:
+        groups: Trainable groups (one per optimizer param group) and frozen groups, in spec order.
+        frozen_before_training: Parameters the user had already frozen, which stay out of the
+            optimizer and belong to no frozen group.
+        num_layers: The number of transformer blocks detected in the model.
+        parameters: Parameter name -> tensor, for every parameter of the model.
+    """
+
+    groups: tuple[PlannedGroup, ...]
+    frozen_before_training: tuple[str, ...]
+    num_layers: int
+    parameters: Mapping[str, nn.Parameter] = field(repr=False, compare=False)
+
+    @property
+    def trainable_groups(self) -> tuple[PlannedGroup, ...]:
+        """The groups that become optimizer param groups."""
+        return tuple(group for group in self.groups if not group.frozen)
+
+    @property
+    def frozen_groups(self) -> tuple[PlannedGroup, ...]:
+        """The groups whose parameters are frozen."""
+        return tuple(group for group in self.groups if group.frozen)
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """Every group name once (decay and no-decay halves share one), in plan order."""
+        return tuple(dict.fromkeys(group.name for group in self.groups))
+
+    @property
+    def frozen_group_names(self) -> tuple[str, ...]:
+        """The names of the frozen groups."""
+        return tuple(dict.fromkeys(group.name for group in self.frozen_groups))
+
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """The torch param-group dicts, each with ``params``, ``name``, ``lr`` and ``weight_decay``."""
+        return [
+            {
+                "params": [self.parameters[name] for name in group.parameter_names],
+                "name": group.name,
+                "lr": group.lr,
+                "weight_decay": group.weight_decay,
+                **group.options,
+            }
+            for group in self.trainable_groups
+        ]
+
+    def freeze_frozen_groups(self) -> int:
+        """Set ``requires_grad=False`` on the parameters of the frozen groups.
+
+        Returns:
+            How many tensors were frozen by this call.
+        """
+        frozen = 0
+        for group in self.frozen_groups:
+            for name in group.parameter_names:
+                parameter = self.parameters[name]
+                if parameter.requires_grad:
+                    parameter.requires_grad_(False)
+                    frozen += 1
+        return frozen
+
+
+@dataclass
+class _Tensor:
+    """One parameter tensor and every name it goes by (tied weights have several)."""
+
+    name: str
+    aliases: list[str]
+    parameter: nn.Parameter
+
+
+def _without_data_parallel_prefix(name: str) -> str:
+    while name.startswith("module."):
+        name = name[len("module.") :]
+    return name
+
+
+def _collect_tensors(model: nn.Module) -> list[_Tensor]:
+    by_identity: dict[int, _Tensor] = {}
+    for raw_name, parameter in model.named_parameters(remove_duplicate=False):
+        name = user_facing_name(raw_name)
+        if name.endswith("flat_param") or "._flat_param" in name or ".flat_param" in name:
+            raise SpecError(
+                f"parameter {raw_name!r} is a flattened FSDP parameter; a spec needs the original parameters: "
+                "set fsdp_config 'use_orig_params': true (or use FSDP2)"
+            )
+        tensor = by_identity.get(id(parameter))
+        if tensor is None:
+            by_identity[id(parameter)] = _Tensor(name, [name], parameter)
+        else:
+            tensor.aliases.append(name)
+    return list(by_identity.values())
+
+
+def _name_shapes(names: Iterable[str]) -> list[str]:
+    """Names with every numeric segment turned into ``*``, and their module prefixes: pattern hints."""
+    shapes: dict[str, None] = {}
+    for name in names:
+        segments = ["*" if segment.isdigit() else segment for segment in name.split(".")]
+        shapes[".".join(segments)] = None
+        for end in range(1, len(segments)):
+            shapes[".".join(segments[:end]) + ".*"] = None
+    return list(shapes)
+
+
+def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -> list[list[_Tensor]]:
+    """Split ``tensors`` among the spec's groups, first match wins; the last list is the unmatched."""
+    compiled = [
+        (group_index, pattern_index, compile_pattern(pattern))
+        for group_index, group in enumerate(spec.groups)
+        for pattern_index, pattern in enumerate(group.patterns)
+    ]
+    members: list[list[_Tensor]] = [[] for _ in range(len(spec.groups) + 1)]
+    claimed_by: dict[int, int] = {}
+    used: set[tuple[int, int]] = set()
+    for tensor in tensors:
+        for group_index, pattern_index, pattern in compiled:
+            if any(pattern.fullmatch(alias) for alias in tensor.aliases):
+                members[group_index].append(tensor)
+                claimed_by[id(tensor)] = group_index
+                used.add((group_index, pattern_index))
+                break
+        else:
+            members[-1].append(tensor)
+
+    for group_index, pattern_index, pattern in compiled:
+        if (group_index, pattern_index) in used:
+            continue
+        group = spec.groups[group_index]
+        hits = [tensor for tensor in tensors if any(pattern.fullmatch(alias) for alias in tensor.aliases)]
+        if not hits:
+            text = group.patterns[pattern_index]
+            hint = did_you_mean(text, _name_shapes(alias for tensor in tensors for alias in tensor.aliases))
+            raise SpecError(
+                f"pattern {text!r} matches no parameter of {model_label}{hint}",
+                path=(f"groups[{group_index}]", "match", f"[{pattern_index}]"),
+                group=group.name,
+            )
+        if not members[group_index]:
+            owners = sorted({spec.groups[claimed_by[id(tensor)]].name for tensor in hits})
+            raise SpecError(
+                f"every parameter it matches was taken by an earlier group ({', '.join(map(repr, owners))}); "
+                "a parameter belongs to the first group that matches it, so put the narrower group first",
+                path=(f"groups[{group_index}]",),
+                group=group.name,
+            )
+    return members
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """How one spec group (or the default group) is optimised, with its base values filled in."""
+
+    name: str
+    lr: float
+    weight_decay: float
+    frozen: bool
+    layer_decay: float | None
+    num_layers: int | None
+    options: Mapping[str, Any]
+    where: tuple[str, ...]
+
+    @classmethod
+    def of_group(
+        cls, group: GroupSpec, index: int, base_lr: float, base_wd: float, layer_decay: float | None
+    ) -> _Settings:
+        return cls(
+            name=group.name,
+            lr=group.learning_rate(base_lr),
+            weight_decay=base_wd if group.weight_decay is None else group.weight_decay,
+            frozen=group.is_frozen,
+            layer_decay=layer_decay if group.layer_decay is None else group.layer_decay,
+            num_layers=group.num_layers,
+            options=group.options,
+            where=(f"groups[{index}]",),
+        )
+
+
+class _GroupBuilder:
+    """Turns one group's matched tensors into planned groups: frozen, or split by layer and decay."""
+
+    def __init__(self, decayed: set[str], layers: LayerMap) -> None:
+        self.decayed = decayed
+        self.layers = layers
+
+    def build(self, settings: _Settings, members: Sequence[_Tensor]) -> list[PlannedGroup]:
+        trainable = [tensor for tensor in members if tensor.parameter.requires_grad]
+        if settings.frozen or not trainable:
+            if not settings.frozen:
+                logger.warning(
+                    "group %r: every parameter it matches was frozen before training; it stays frozen", settings.name
+                )
+            return [self._planned(settings.name, settings, members, 0.0, settings.weight_decay, frozen=True)]
+
+        ratio = settings.layer_decay
+        if ratio is None or ratio == 1.0:
+            return self._split_by_decay(settings.name, settings, trainable, settings.lr, None)
+
+        num_layers = self._num_layers(settings, trainable)
+        by_layer: dict[int, list[_Tensor]] = {}
+        for tensor in trainable:
+            by_layer.setdefault(self.layers.layer_id_of(tensor.name, num_layers), []).append(tensor)
+        planned = []
+        for layer_id in sorted(by_layer):
+            lr = settings.lr * ratio ** (num_layers + 1 - layer_id)
+            name = f"{settings.name}/layer_{layer_id}"
+            planned += self._split_by_decay(name, settings, by_layer[layer_id], lr, layer_id)
+        return planned
+
+    def _num_layers(self, settings: _Settings, trainable: Sequence[_Tensor]) -> int:
+        if settings.num_layers is None:
+            if self.layers.num_layers == 0:
+                raise SpecError(
+                    "layer_decay needs transformer blocks, and none were found in the parameter names "
+                    "(looked for '...layer.N.', '...layers.N.', '...h.N.', '...blocks.N.', '...block.N.'); "
+                    "set 'num_layers', or drop layer_decay",
+                    path=(*settings.where, "layer_decay"),
+                    group=settings.name,
+                )
+            return self.layers.num_layers
+        for tensor in trainable:
+            block_id = self.layers.positions[tensor.name]  # negative for "after the last block"
+            if block_id > settings.num_layers:
+                raise SpecError(
+                    f"parameter {tensor.name!r} is in block {block_id - 1}, beyond num_layers={settings.num_layers} "
+                    f"(the model has {self.layers.num_layers} blocks)",
+                    path=(*settings.where, "num_layers"),
+                    group=settings.name,
+                )
+        return settings.num_layers
+
+    def _split_by_decay(
+        self, name: str, settings: _Settings, tensors: Sequence[_Tensor], lr: float, layer_id: int | None
+    ) -> list[PlannedGroup]:
+        decay = [tensor for tensor in tensors if tensor.name in self.decayed]
+        no_decay = [tensor for tensor in tensors if tensor.name not in self.decayed]
+        planned = []
+        if decay:
+            planned.append(self._planned(name, settings, decay, lr, settings.weight_decay, layer_id=layer_id))
+        if no_decay:
+            planned.append(self._planned(name, settings, no_decay, lr, 0.0, layer_id=layer_id))
+        return planned
+
+    @staticmethod
+    def _planned(
+        name: str,
+        settings: _Settings,
+        tensors: Sequence[_Tensor],
+        lr: float,
+        weight_decay: float,
+        *,
+        frozen: bool = False,
+        layer_id: int | None = None,
+    ) -> PlannedGroup:
+        return PlannedGroup(
+            name=name,
+            source=settings.name,
+            parameter_names=tuple(tensor.name for tensor in tensors),
+            num_elements=sum(tensor.parameter.numel() for tensor in tensors),
+            lr=lr,
+            weight_decay=weight_decay,
+            frozen=frozen,
+            layer_id=layer_id,
+            options=settings.options,
+        )
+
+
+def resolve_groups(
+    model: nn.Module,
+    spec: SpecSource,
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    decay_parameter_names: Iterable[str] | None = None,
+    optimizer_cls: type[torch.optim.Optimizer] | None = None,
+    optimizer_kwargs: Mapping[str, Any] | None = None,
+    optimizer_label: str | None = None,
+) -> GroupPlan:
+    """Resolve ``spec`` against ``model`` without changing either.
+
+    Args:
+        model: The model, possibly wrapped (DDP, FSDP with original parameters, ``torch.compile``).
+        spec: The spec, in any form :func:`~layerwise_trainer.parse_spec` accepts.
+        learning_rate: The base learning rate (``TrainingArguments.learning_rate``).
+        weight_decay: The base weight decay (``TrainingArguments.weight_decay``).
+        decay_parameter_names: Names of the parameters that may get weight decay (the Trainer's
+            ``get_decay_parameter_names``); by default the stock Trainer's rule.
+        optimizer_cls: The optimizer the groups are for; when given, every group's extra
+            hyperparameters are checked against it.
+        optimizer_kwargs: The keyword arguments the optimizer will be built with.
+        optimizer_label: The optimizer's name in errors; the class name by default.
+
+    Returns:
+        The :class:`GroupPlan`.
+
+    Raises:
+        SpecError: A pattern that matches no parameter, a group emptied by earlier groups, unmatched
+            parameters under ``unmatched: error``, layer decay without blocks, a hyperparameter the
+            optimizer does not take, or no trainable parameter left.
+    """
+    spec = parse_spec(spec)
+    model_label = type(user_model(model)).__name__
+    if optimizer_cls is not None:
+        validate_group_options(spec, optimizer_cls, optimizer_kwargs or {}, optimizer_label or optimizer_cls.__name__)
+
+    unwrapped = unwrap_data_parallel(model)
+    tensors = _collect_tensors(unwrapped)
+    members = _assign(spec, tensors, model_label)
+    if decay_parameter_names is None:
+        decay_parameter_names = default_decay_parameter_names(unwrapped)
+    elif unwrapped is not model:
+        decay_parameter_names = [_without_data_parallel_prefix(name) for name in decay_parameter_names]
+    layers = detect_layers(tensor.name for tensor in tensors)
+    builder = _GroupBuilder({user_facing_name(name) for name in decay_parameter_names}, layers)
+
+    planned: list[PlannedGroup] = []
+    for index, group in enumerate(spec.groups):
+        settings = _Settings.of_group(group, index, learning_rate, weight_decay, spec.layer_decay)
+        planned += builder.build(settings, members[index])
+
+    unmatched_trainable = [tensor for tensor in members[-1] if tensor.parameter.requires_grad]
+    if unmatched_trainable and spec.unmatched == "error":
+        shown = ", ".join(repr(tensor.name) for tensor in unmatched_trainable[:_UNMATCHED_SHOWN])
+        more = len(unmatched_trainable) - _UNMATCHED_SHOWN
+        raise SpecError(
+            f"{len(unmatched_trainable)} trainable parameters match no group: {shown}"
+            + (f" and {more} more" if more > 0 else "")
+            + "; add a group for them, or set unmatched: default",
+            path=("unmatched",),
+        )
+    if unmatched_trainable:
+        default = _Settings(
+            name=DEFAULT_GROUP_NAME,
+            lr=learning_rate,
+            weight_decay=weight_decay,
+            frozen=False,
+            layer_decay=spec.layer_decay,
+            num_layers=None,
+            options=_EMPTY_OPTIONS,
+            where=(),
+        )
+        planned += builder.build(default, unmatched_trainable)
+
+    if all(group.frozen for group in planned):
+        raise SpecError("no parameter is left to train: every group is frozen or matches only frozen parameters")
+
+    in_frozen_groups = {name for group in planned if group.frozen for name in group.parameter_names}
+    return GroupPlan(
+        groups=tuple(planned),
+        frozen_before_training=tuple(
+            tensor.name
+            for tensor in tensors
+            if not tensor.parameter.requires_grad and tensor.name not in in_frozen_groups
+        ),
+        num_layers=layers.num_layers,
+        parameters=MappingProxyType({tensor.name: tensor.parameter for tensor in tensors}),
+    )
+
+
+def _training_arguments_default(field_name: str) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments.__dataclass_fields__[field_name].default
+
+
+def build_param_groups(
+    model: nn.Module,
+    spec: SpecSource,
+    args: TrainingArguments | None = None,
+    optimizer_cls: type[torch.optim.Optimizer] | None = None,
+    *,
+    learning_rate: float | None = None,
+    weight_decay: float | None = None,
+    decay_parameter_names: Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The torch param groups a spec gives for a model, for any training loop.
+
+    Frozen groups are left out; nothing is frozen, and neither the model nor the spec changes: call
+    :meth:`GroupPlan.freeze_frozen_groups` on :func:`resolve_groups`'s plan to freeze them.
+
+    Args:
+        model: The model.
+        spec: The spec, in any form :func:`~layerwise_trainer.parse_spec` accepts.
+        args: Training arguments giving the base learning rate, weight decay and ``optim``.
+        optimizer_cls: The optimizer class, to check the groups' hyperparameters against; by
+            default the one ``args.optim`` selects.
+        learning_rate: The base learning rate, overriding ``args.learning_rate`` (default 5e-5,
+            as ``TrainingArguments``).
+        weight_decay: The base weight decay, overriding ``args.weight_decay`` (default 0).
+        decay_parameter_names: Parameters that may get weight decay; the stock Trainer's rule by default.
+
+    Returns:
+        One dict per param group with ``params``, ``name``, ``lr``, ``weight_decay`` and the group's
+        further hyperparameters.
+
+    Raises:
+        SpecError: Any problem with the spec (see :func:`resolve_groups`).
+
+    Example:
+        ```python
+        groups = build_param_groups(model, "spec.yaml", learning_rate=2e-5, weight_decay=0.01)
+        optimizer = torch.optim.AdamW(groups, lr=2e-5)
+        ```
+    """
+    if learning_rate is None:
+        learning_rate = args.learning_rate if args is not None else _training_arguments_default("learning_rate")
+    if weight_decay is None:
+        weight_decay = args.weight_decay if args is not None else _training_arguments_default("weight_decay")
+    optimizer_kwargs: dict[str, Any] = {}
+    label = None
+    if optimizer_cls is None and args is not None:
+        from transformers import Trainer
+
+        check_optim_takes_groups(args.optim)
+        label = optim_name(args.optim)
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, label)
+    elif optimizer_cls is not None and "lr" in (optimizer_hyperparameters(optimizer_cls) or {}):
+        optimizer_kwargs = {"lr": learning_rate}
+    plan = resolve_groups(
+        model,
+        spec,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        decay_parameter_names=decay_parameter_names,
+        optimizer_cls=optimizer_cls,
+        optimizer_kwargs=optimizer_kwargs,
+        optimizer_label=label,
+    )
+    return plan.optimizer_param_groups()

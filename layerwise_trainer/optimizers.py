@@ -1,0 +1,140 @@
+"""What an optimizer accepts: param groups at all, and which hyperparameters per group."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .errors import SpecError, did_you_mean
+from .spec import GROUP_KEYS, LayerwiseSpec
+
+# `TrainingArguments.optim` values whose optimizers build their own parameter layout (GaLore and
+# APOLLO project chosen modules, LOMO fuses the update into backward, the layer-wise variants keep one
+# optimizer per parameter), so a spec's groups could not reach them.
+_GROUPLESS_OPTIM_PREFIXES = ("galore_", "apollo_", "lomo", "adalomo")
+# Keys of optimizer kwargs that mean "this optimizer takes something other than param groups".
+_GROUPLESS_KWARGS = ("params", "model", "optimizer_dict")
+
+
+def optim_name(optim: Any) -> str:
+    """The plain string of a ``TrainingArguments.optim`` value (an enum or a string)."""
+    return str(getattr(optim, "value", optim))
+
+
+def check_optim_takes_groups(optim: Any) -> None:
+    """Refuse the ``TrainingArguments.optim`` values that cannot take param groups, before any import.
+
+    Raises:
+        SpecError: ``optim`` is GaLore, APOLLO, LOMO, AdaLOMO or a layer-wise variant.
+    """
+    name = optim_name(optim)
+    if name.startswith(_GROUPLESS_OPTIM_PREFIXES) or name.endswith("_layerwise"):
+        raise SpecError(
+            f"optim {name!r} builds its own parameter layout and cannot take param groups; "
+            "use a spec with an optimizer such as 'adamw_torch', or drop the spec"
+        )
+
+
+def check_optimizer_takes_groups(optimizer_cls: Any, optimizer_kwargs: Mapping[str, Any], label: str) -> None:
+    """Refuse optimizer classes and factories that the Trainer would not hand param groups.
+
+    Args:
+        optimizer_cls: What ``get_optimizer_cls_and_kwargs`` returned.
+        optimizer_kwargs: Its keyword arguments.
+        label: The optimizer's name for the message (the ``optim`` value or the class name).
+
+    Raises:
+        SpecError: ``optimizer_cls`` is a factory (Muon, Dion) or the kwargs carry their own params.
+    """
+    is_class = isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)
+    carried = [key for key in _GROUPLESS_KWARGS if key in optimizer_kwargs]
+    if not is_class or carried:
+        raise SpecError(
+            f"optimizer {label!r} builds its own parameter layout and cannot take param groups; "
+            "use a spec with an optimizer such as 'adamw_torch', or drop the spec"
+        )
+
+
+def optimizer_hyperparameters(optimizer_cls: type[torch.optim.Optimizer]) -> dict[str, Any] | None:
+    """The hyperparameters ``optimizer_cls`` takes, with their defaults.
+
+    Returns:
+        Keyword -> default (``inspect.Parameter.empty`` when it has none), or None when the
+        constructor takes ``**kwargs`` and so names no fixed set.
+    """
+    try:
+        parameters = inspect.signature(optimizer_cls.__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return None
+    return {
+        name: parameter.default
+        for name, parameter in parameters.items()
+        if name not in ("self", "params") and parameter.kind is not inspect.Parameter.VAR_POSITIONAL
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_mismatch(value: Any, default: Any) -> str | None:
+    """What ``value`` should have been, judged by the kind of the optimizer's default; None if fine."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if _is_number(default):
+        return None if _is_number(value) else "a number"
+    if isinstance(default, tuple) and all(_is_number(item) for item in default):
+        if isinstance(value, tuple) and len(value) == len(default) and all(_is_number(item) for item in value):
+            return None
+        return f"a list of {len(default)} numbers"
+    return None
+
+
+def validate_group_options(
+    spec: LayerwiseSpec,
+    optimizer_cls: type[torch.optim.Optimizer],
+    optimizer_kwargs: Mapping[str, Any],
+    label: str,
+) -> None:
+    """Check every group's optimizer hyperparameters against ``optimizer_cls``.
+
+    Each key must be a keyword of the optimizer, and each group's values must be accepted by it: the
+    optimizer is built once per group that sets options, on a one-element tensor, so that its own
+    checks (``betas`` in [0, 1), ``eps`` >= 0...) run on the group's values, which torch would not
+    check for a param group.
+
+    Raises:
+        SpecError: A key the optimizer does not have, or a value it refuses, naming the group.
+    """
+    known = optimizer_hyperparameters(optimizer_cls)
+    for index, group in enumerate(spec.groups):
+        if not group.options:
+            continue
+        where = f"groups[{index}]"
+        if known is not None:
+            for key in group.options:
+                if key not in known:
+                    hint = did_you_mean(key, [*GROUP_KEYS, *known])
+                    raise SpecError(
+                        f"unknown key {key!r}: neither a spec key nor a hyperparameter of {label}{hint}; "
+                        f"spec keys: {', '.join(GROUP_KEYS)}; {label} takes: {', '.join(sorted(known))}",
+                        path=(where, key),
+                        group=group.name,
+                    )
+            for key, value in group.options.items():
+                problem = _type_mismatch(value, known[key])
+                if problem:
+                    raise SpecError(f"{label} expects {problem}, got {value!r}", path=(where, key), group=group.name)
+        kwargs = {**optimizer_kwargs, **group.options}
+        try:
+            optimizer_cls([torch.zeros(1, requires_grad=True)], **kwargs)
+        except (ValueError, TypeError, RuntimeError) as error:
+            keys = ", ".join(group.options)
+            raise SpecError(
+                f"{label} refuses the group's hyperparameters ({keys}): {error}", path=(where,), group=group.name
+            ) from None

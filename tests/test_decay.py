@@ -1,0 +1,43 @@
+"""The one-pass weight-decay rule gives exactly the stock Trainer's names."""
+
+from __future__ import annotations
+
+import pytest
+import tiny_models
+from transformers import Trainer
+
+from layerwise_trainer.decay import decay_parameter_names, matches_stock_rule
+
+
+def stock_rule(model):
+    return Trainer.get_decay_parameter_names(None, model)
+
+
+@pytest.mark.parametrize("family", sorted(tiny_models.CONFIGS))
+def test_same_names_as_the_stock_trainer(family):
+    model = tiny_models.build(family)
+    assert decay_parameter_names(model) == set(stock_rule(model))
+
+
+def test_bert_decays_weights_not_biases_or_norms():
+    names = decay_parameter_names(tiny_models.build("bert"))
+    assert "bert.encoder.layer.0.attention.self.query.weight" in names
+    assert "classifier.weight" in names
+    assert "classifier.bias" not in names
+    assert "bert.encoder.layer.0.output.LayerNorm.weight" not in names
+    assert "bert.embeddings.word_embeddings.weight" in names
+
+
+def test_llama_rmsnorm_is_not_decayed():
+    names = decay_parameter_names(tiny_models.build("llama"))
+    assert "model.norm.weight" not in names
+    assert "model.layers.0.input_layernorm.weight" not in names
+    assert "model.layers.0.mlp.up_proj.weight" in names
+
+
+def test_the_installed_transformers_uses_the_rule_this_library_knows():
+    assert matches_stock_rule(stock_rule)
+
+
+def test_a_different_rule_is_detected():
+    assert not matches_stock_rule(lambda model: [name for name, _ in model.named_parameters() if "bias" not in name])
