@@ -1,0 +1,156 @@
+"""Logging every param group's learning rate at every logging step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+LEARNING_RATE_KEY = "learning_rate"
+_MISSING = object()
+GROUP_KEY_PREFIX = "learning_rate/"
+
+
+def group_learning_rates(param_groups: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Each param group's current learning rate, by name.
+
+    A group is named by its ``"name"`` key, else ``group_<index>``. Groups that share a name and a
+    rate (the decay and no-decay halves of one group) give one entry; a group whose rate differs from
+    an earlier one of the same name is told apart as ``<name>/group_<index>``.
+
+    Args:
+        param_groups: ``optimizer.param_groups``.
+
+    Returns:
+        Group name -> learning rate, in the optimizer's order.
+    """
+    rates: dict[str, float] = {}
+    for index, group in enumerate(param_groups):
+        name = str(group.get("name", f"group_{index}"))
+        lr = group["lr"]
+        rate = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+        if name in rates and rates[name] != rate:
+            name = f"{name}/group_{index}"
+        rates.setdefault(name, rate)
+    return rates
+
+
+def _same(left: Any, right: Any) -> bool:
+    return left is right or left == right
+
+
+def _schedule_factor(param_groups: Iterable[Mapping[str, Any]]) -> float | None:
+    """The LR schedule's current factor, read from the first group the scheduler started above 0."""
+    for group in param_groups:
+        initial = group.get("initial_lr")
+        if initial is None:
+            continue
+        initial = float(initial.item() if isinstance(initial, torch.Tensor) else initial)
+        if initial > 0:
+            lr = group["lr"]
+            return float(lr.item() if isinstance(lr, torch.Tensor) else lr) / initial
+    return None
+
+
+class GroupLearningRateCallback(TrainerCallback):
+    """Adds ``learning_rate/<group>`` for every param group to every training log entry.
+
+    The rates are read right after the optimizer step, before the scheduler steps, so each logged
+    rate is the one that step's update used, as for the Trainer's own ``learning_rate``.
+
+    Given in ``callbacks=[...]`` or through ``trainer.add_callback``, the keys reach
+    ``trainer.state.log_history``; installed with :meth:`attach`, which puts the callback before the
+    reporting integrations, they reach TensorBoard, W&B and the console too.
+
+    Args:
+        base_learning_rate: When given, the stock ``learning_rate`` key is replaced by this rate
+            times the schedule's current factor (the base schedule), instead of param group 0's rate.
+        frozen_group_names: Groups kept out of the optimizer, logged at 0.0.
+
+    Example:
+        ```python
+        trainer = Trainer(model=model, args=args, optimizers=(grouped_adamw, None), train_dataset=data)
+        GroupLearningRateCallback.attach(trainer)
+        trainer.train()  # logs learning_rate/body, learning_rate/head, ...
+        ```
+    """
+
+    def __init__(self, base_learning_rate: float | None = None, frozen_group_names: Sequence[str] = ()) -> None:
+        self.base_learning_rate = base_learning_rate
+        self.frozen_group_names = tuple(frozen_group_names)
+        self._rates: dict[str, float] | None = None
+        self._factor: float | None = None
+
+    @classmethod
+    def attach(
+        cls, trainer: Any, callback: GroupLearningRateCallback | None = None, **kwargs: Any
+    ) -> GroupLearningRateCallback:
+        """Install the callback first in ``trainer``'s callbacks, so every integration sees its keys.
+
+        The Trainer copies a log entry into ``state.log_history`` and then calls the callbacks in
+        order; a callback placed first adds its keys before any reporting integration runs.
+
+        Args:
+            trainer: Any ``transformers.Trainer``.
+            callback: The callback to install; a new one built from ``kwargs`` when None.
+            **kwargs: Arguments for a new callback.
+
+        Returns:
+            The installed callback.
+        """
+        if callback is None:
+            callback = cls(**kwargs)
+        callbacks = trainer.callback_handler.callbacks
+        if callback in callbacks:
+            callbacks.remove(callback)
+        callbacks.insert(0, callback)
+        return callback
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._rates = None
+        self._factor = None
+
+    def on_optimizer_step(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        optimizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if optimizer is None:
+            return
+        self._rates = group_learning_rates(optimizer.param_groups)
+        self._factor = _schedule_factor(optimizer.param_groups)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if logs is None or LEARNING_RATE_KEY not in logs or self._rates is None:
+            return
+        entry = self.log_entries()
+        history = state.log_history
+        # Trainer.log() has just appended a copy of `logs`: update that copy too.
+        if history and all(_same(history[-1].get(key, _MISSING), value) for key, value in logs.items()):
+            history[-1].update(entry)
+        logs.update(entry)
+
+    def log_entries(self) -> dict[str, float]:
+        """The keys this callback adds to a log entry, from the rates of the last optimizer step."""
+        entry: dict[str, float] = {}
+        if self.base_learning_rate is not None and self._factor is not None:
+            entry[LEARNING_RATE_KEY] = self.base_learning_rate * self._factor
+        for name, rate in (self._rates or {}).items():
+            entry[GROUP_KEY_PREFIX + name] = rate
+        for name in self.frozen_group_names:
+            entry.setdefault(GROUP_KEY_PREFIX + name, 0.0)
+        return entry

@@ -1,0 +1,96 @@
+"""Which optimizers take a spec: every `optim` that accepts param groups, and clear errors for the rest."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_bert
+from transformers.optimization import Adafactor
+
+from layerwise_trainer import LayerwiseTrainer, SpecError
+from layerwise_trainer.optimizers import optimizer_hyperparameters
+
+SPEC = [
+    {"name": "body", "match": "bert.*", "lr_scale": 0.1},
+    {"name": "head", "match": "classifier.*", "lr": 1e-3},
+]
+
+WITH_GROUPS = {
+    "adamw_torch": torch.optim.AdamW,
+    "adamw_torch_fused": torch.optim.AdamW,
+    "adafactor": Adafactor,
+    "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+@pytest.mark.parametrize("optim", sorted(WITH_GROUPS))
+def test_optimizers_that_take_groups_get_the_spec_groups(optim, make_args, data):
+    trainer = LayerwiseTrainer(
+        model=tiny_bert(),
+        args=make_args(optim=optim, learning_rate=1e-4, weight_decay=0.01),
+        train_dataset=data,
+        param_groups=SPEC,
+    )
+    optimizer = trainer.create_optimizer()
+    assert type(optimizer) is WITH_GROUPS[optim]
+    assert [(group["name"], group["lr"], group["weight_decay"]) for group in optimizer.param_groups] == [
+        ("body", 1e-4 * 0.1, 0.01),
+        ("body", 1e-4 * 0.1, 0.0),
+        ("head", 1e-3, 0.01),
+        ("head", 1e-3, 0.0),
+    ]
+    if optim == "adamw_torch_fused":
+        assert optimizer.defaults["fused"] is True
+    trainer.train()
+    assert trainer.state.global_step == 4
+
+
+@pytest.mark.parametrize("optim", ["galore_adamw", "galore_adamw_8bit_layerwise", "apollo_adamw", "lomo", "adalomo"])
+def test_optimizers_with_their_own_layout_refuse_a_spec(optim, make_args):
+    with pytest.raises(SpecError) as caught:
+        LayerwiseTrainer(model=tiny_bert(), args=make_args(optim=optim), param_groups=SPEC)
+    assert str(caught.value) == (
+        f"optim {optim!r} builds its own parameter layout and cannot take param groups; "
+        "use a spec with an optimizer such as 'adamw_torch', or drop the spec"
+    )
+
+
+def test_an_optimizer_factory_refuses_a_spec(make_args):
+    def muon_like_factory():
+        return lambda model, **kwargs: torch.optim.SGD(model.parameters(), lr=0.1)
+
+    with pytest.raises(SpecError, match="optimizer 'muon_like_factory' builds its own parameter layout"):
+        LayerwiseTrainer(
+            model=tiny_bert(), args=make_args(), param_groups=SPEC, optimizer_cls_and_kwargs=(muon_like_factory, {})
+        )
+
+
+def test_optimizer_cls_and_kwargs_is_used(make_args, data):
+    trainer = LayerwiseTrainer(
+        model=tiny_bert(),
+        args=make_args(),
+        train_dataset=data,
+        param_groups=SPEC,
+        optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.5, "momentum": 0.9}),
+    )
+    optimizer = trainer.create_optimizer()
+    assert type(optimizer) is torch.optim.SGD
+    assert [group["momentum"] for group in optimizer.param_groups] == [0.9] * 4
+    assert [group["lr"] for group in optimizer.param_groups] == [5e-5 * 0.1] * 2 + [1e-3] * 2
+
+
+def test_hyperparameters_of_adamw():
+    known = optimizer_hyperparameters(torch.optim.AdamW)
+    assert known is not None
+    assert known["betas"] == (0.9, 0.999)
+    assert "params" not in known
+
+
+def test_hyperparameters_unknown_for_kwargs_only_optimizers():
+    class KwargsOptimizer(torch.optim.SGD):
+        def __init__(self, params, **kwargs):
+            super().__init__(params, **kwargs)
+
+    assert optimizer_hyperparameters(KwargsOptimizer) is None

@@ -1,0 +1,334 @@
+"""LayerwiseTrainer end to end: the usual recipe, schedules, arguments, subclassing, stock behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from conftest import BODY_HEAD_SPEC, RandomClassificationData, tiny_bert
+from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, get_scheduler
+
+from layerwise_trainer import (
+    GroupLearningRateCallback,
+    LayerwiseTrainer,
+    LayerwiseTrainerMixin,
+    LayerwiseTrainingArguments,
+    SpecError,
+)
+
+TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
+
+
+def training_entries(trainer):
+    return [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+def snapshot(model):
+    return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+
+
+def without_timing(history):
+    return [{key: value for key, value in entry.items() if key not in TIMING_KEYS} for entry in history]
+
+
+def test_the_usual_recipe(make_args, data):
+    model = tiny_bert()
+    before = snapshot(model)
+    args = make_args(learning_rate=5e-5, weight_decay=0.01, lr_scheduler_type="constant", max_steps=6)
+    trainer = LayerwiseTrainer(model=model, args=args, train_dataset=data, param_groups=BODY_HEAD_SPEC)
+    trainer.train()
+
+    entries = training_entries(trainer)
+    assert len(entries) == 6
+    for entry in entries:
+        assert entry["learning_rate/body"] == 0.0
+        assert entry["learning_rate/head"] == 2e-05
+        assert entry["learning_rate"] == 5e-05  # the base schedule, not group 0
+    after = snapshot(model)
+    for name in before:
+        if name.startswith("bert."):
+            assert torch.equal(before[name], after[name]), name
+            assert not model.get_parameter(name).requires_grad
+        else:
+            assert not torch.equal(before[name], after[name]), name
+    weight_decay = {
+        id(parameter): group["weight_decay"]
+        for group in trainer.optimizer.param_groups
+        for parameter in group["params"]
+    }
+    assert weight_decay[id(model.classifier.weight)] == 0.01
+    assert weight_decay[id(model.classifier.bias)] == 0.0
+    assert len(trainer.optimizer.state) == 2  # Adam state for the head alone
+
+
+def test_weight_decay_is_applied_to_the_head_weight(make_args, data):
+    def one_step(weight_decay):
+        model = tiny_bert()
+        args = make_args(learning_rate=5e-5, weight_decay=weight_decay, lr_scheduler_type="constant", max_steps=1)
+        LayerwiseTrainer(model=model, args=args, train_dataset=data, param_groups=BODY_HEAD_SPEC).train()
+        return model
+
+    initial = tiny_bert().classifier.weight.detach().clone()
+    decayed, plain = one_step(0.01), one_step(0.0)
+    # AdamW decays decoupled from the gradient: w <- w - lr * wd * w - lr * update; the update is the same.
+    torch.testing.assert_close(decayed.classifier.weight, plain.classifier.weight - 2e-5 * 0.01 * initial)
+    assert torch.equal(decayed.classifier.bias, plain.classifier.bias)
+
+
+STEP_SCHEDULES = {
+    "linear": {},
+    "cosine": {},
+    "cosine_with_restarts": {"num_cycles": 2},
+    "polynomial": {"lr_end": 1e-7, "power": 2.0},
+    "constant": {},
+    "constant_with_warmup": {},
+    "inverse_sqrt": {},
+    "cosine_with_min_lr": {"min_lr": 1e-6},
+    "cosine_warmup_with_min_lr": {"min_lr_rate": 0.1},
+    "warmup_stable_decay": {"num_decay_steps": 2},
+}
+
+
+def reference_rates(schedule, kwargs, base_lr, warmup, total):
+    """The stock schedule on a one-group optimizer at the base rate, before each of `total` steps."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
+    scheduler = get_scheduler(
+        schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total, scheduler_specific_kwargs=kwargs
+    )
+    rates = []
+    for _ in range(total):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize("schedule", sorted(STEP_SCHEDULES))
+def test_every_step_schedule_keeps_the_ratios_between_groups(schedule, make_args, data):
+    base_lr, total, warmup = 1e-4, 6, 2
+    args = make_args(
+        learning_rate=base_lr,
+        lr_scheduler_type=schedule,
+        lr_scheduler_kwargs=STEP_SCHEDULES[schedule],
+        warmup_steps=warmup,
+        max_steps=total,
+    )
+    spec = {
+        "layer_decay": 0.5,
+        "groups": [
+            {"name": "embeddings", "match": "bert.embeddings.*", "lr": 0},
+            {"name": "head", "match": "classifier.*", "lr": 1e-3, "layer_decay": 1},
+        ],
+    }
+    trainer = LayerwiseTrainer(model=tiny_bert(), args=args, train_dataset=data, param_groups=spec)
+    trainer.train()
+    reference = reference_rates(schedule, STEP_SCHEDULES[schedule], base_lr, warmup, total)
+    initial = {"head": 1e-3, **{f"default/layer_{i}": base_lr * 0.5 ** (3 - i) for i in (1, 2, 3)}}
+    entries = training_entries(trainer)
+    assert len(entries) == total
+    for entry, base_rate in zip(entries, reference, strict=True):
+        factor = base_rate / base_lr
+        assert entry["learning_rate"] == pytest.approx(base_rate, rel=1e-12, abs=1e-18)
+        assert entry["learning_rate/embeddings"] == 0.0
+        for name, rate in initial.items():
+            assert entry[f"learning_rate/{name}"] == pytest.approx(rate * factor, rel=1e-12, abs=1e-18), (name, entry)
+    assert set(initial) | {"embeddings"} == {
+        key.split("/", 1)[1] for key in entries[0] if key.startswith("learning_rate/")
+    }
+
+
+@pytest.mark.parametrize(
+    ("schedule", "kwargs", "metrics"),
+    [
+        ("reduce_lr_on_plateau", {"patience": 0, "factor": 0.5, "min_lr": 2e-5}, [1.0, 2.0, 3.0, 4.0, 5.0, 0.5]),
+        ("greedy", {"patience": 0, "factor": 0.5, "min_lr": 2e-5, "max_lr": 2e-4}, [5, 4, 3, 2, 1, 2, 3, 4, 5, 6]),
+    ],
+)
+def test_plateau_schedules_keep_the_ratios_between_groups(schedule, kwargs, metrics, make_args, data):
+    base_lr = 1e-4
+    args = make_args(
+        learning_rate=base_lr, lr_scheduler_type=schedule, lr_scheduler_kwargs=kwargs, eval_strategy="steps"
+    )
+    spec = [{"name": "head", "match": "classifier.*", "lr": 1e-3}, {"name": "body", "match": "bert.*", "lr": 1e-6}]
+    trainer = LayerwiseTrainer(model=tiny_bert(), args=args, train_dataset=data, eval_dataset=data, param_groups=spec)
+    trainer.create_optimizer()
+    scheduler = trainer.create_scheduler(num_training_steps=10)
+    assert trainer.args.lr_scheduler_kwargs == kwargs  # the arguments are left as they were
+    reference_optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
+    reference = get_scheduler(schedule, reference_optimizer, scheduler_specific_kwargs=kwargs)
+    moved = False
+    for metric in metrics:
+        scheduler.step(metric)
+        reference.step(metric)
+        base_rate = reference_optimizer.param_groups[0]["lr"]
+        moved |= base_rate != base_lr
+        for group in trainer.optimizer.param_groups:
+            ratio = {"head": 10.0, "body": 0.01}[group["name"]]
+            assert group["lr"] == pytest.approx(base_rate * ratio, rel=1e-9), (metric, group["name"])
+    assert moved
+
+
+def test_no_spec_is_the_stock_trainer_to_the_letter(make_args, data):
+    def run(trainer_cls):
+        model = tiny_bert()
+        trainer = trainer_cls(model=model, args=make_args(weight_decay=0.01), train_dataset=data)
+        callbacks = [type(callback) for callback in trainer.callback_handler.callbacks]
+        optimizer = trainer.create_optimizer()
+        layout = [
+            (group["weight_decay"], group["lr"], [id(parameter) for parameter in group["params"]], sorted(group))
+            for group in optimizer.param_groups
+        ]
+        names = {id(parameter): name for name, parameter in model.named_parameters()}
+        layout = [(wd, lr, [names[i] for i in ids], keys) for wd, lr, ids, keys in layout]
+        result = trainer.train()
+        return callbacks, layout, without_timing(trainer.state.log_history), result.training_loss, snapshot(model)
+
+    stock, ours = run(Trainer), run(LayerwiseTrainer)
+    assert ours[0] == stock[0]
+    assert GroupLearningRateCallback not in ours[0]
+    assert ours[1] == stock[1]
+    assert ours[2] == stock[2]
+    assert ours[3] == stock[3]
+    for name, value in stock[4].items():
+        assert torch.equal(ours[4][name], value), name
+
+
+def test_spec_with_optimizers_argument_is_an_error(make_args):
+    model = tiny_bert()
+    optimizer = torch.optim.AdamW(model.parameters())
+    with pytest.raises(SpecError, match=r"param_groups cannot be combined with optimizers=\(optimizer, \.\.\.\)"):
+        LayerwiseTrainer(model=model, args=make_args(), optimizers=(optimizer, None), param_groups=BODY_HEAD_SPEC)
+
+
+def test_a_bad_spec_fails_when_the_trainer_is_built(make_args):
+    with pytest.raises(SpecError, match=r"pattern 'clasifier\.\*' matches no parameter"):
+        LayerwiseTrainer(model=tiny_bert(), args=make_args(), param_groups=[{"name": "head", "match": "clasifier.*"}])
+
+
+def test_frozen_groups_are_frozen_at_construction(make_args):
+    model = tiny_bert()
+    LayerwiseTrainer(model=model, args=make_args(), param_groups=BODY_HEAD_SPEC)
+    assert {name for name, parameter in model.named_parameters() if parameter.requires_grad} == {
+        "classifier.weight",
+        "classifier.bias",
+    }
+
+
+def test_model_init_models_are_frozen_too(make_args, data):
+    trainer = LayerwiseTrainer(
+        model_init=lambda: tiny_bert(), args=make_args(max_steps=1), train_dataset=data, param_groups=BODY_HEAD_SPEC
+    )
+    trainer.train()
+    assert {name for name, parameter in trainer.model.named_parameters() if parameter.requires_grad} == {
+        "classifier.weight",
+        "classifier.bias",
+    }
+    assert trainer.group_plan.frozen_group_names == ("body",)
+
+
+def test_training_arguments_field_from_the_command_line(tmp_path, data):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(BODY_HEAD_SPEC))
+    parser = HfArgumentParser(LayerwiseTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--param_groups",
+            str(spec_file),
+            "--max_steps",
+            "2",
+            "--report_to",
+            "none",
+            "--use_cpu",
+            "true",
+            "--logging_steps",
+            "1",
+        ]
+    )
+    assert args.param_groups == str(spec_file)
+    trainer = LayerwiseTrainer(model=tiny_bert(), args=args, train_dataset=data)
+    trainer.train()
+    assert [entry["learning_rate/head"] for entry in training_entries(trainer)] == [2e-5, 2e-5 * 0.5]
+
+
+def test_training_arguments_from_a_yaml_args_file_with_an_inline_spec(tmp_path, data):
+    args_file = tmp_path / "args.yaml"
+    args_file.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path),
+                "max_steps": 1,
+                "report_to": "none",
+                "use_cpu": True,
+                "logging_steps": 1,
+                "param_groups": json.dumps(BODY_HEAD_SPEC),
+            }
+        )
+    )
+    (args,) = HfArgumentParser(LayerwiseTrainingArguments).parse_yaml_file(str(args_file))
+    trainer = LayerwiseTrainer(model=tiny_bert(), args=args, train_dataset=data)
+    trainer.train()
+    assert training_entries(trainer)[0]["learning_rate/body"] == 0.0
+
+
+def test_constructor_spec_wins_over_the_arguments_field(tmp_path, data):
+    args = LayerwiseTrainingArguments(
+        output_dir=str(tmp_path), report_to=[], use_cpu=True, param_groups=json.dumps(BODY_HEAD_SPEC)
+    )
+    trainer = LayerwiseTrainer(model=tiny_bert(), args=args, param_groups=[{"name": "head", "match": "classifier.*"}])
+    assert [group.name for group in trainer.param_groups_spec.groups] == ["head"]
+
+
+def test_an_overridden_decay_rule_is_respected(make_args):
+    class DecayEverything(LayerwiseTrainer):
+        def get_decay_parameter_names(self, model):
+            return [name for name, _ in model.named_parameters()]
+
+    trainer = DecayEverything(model=tiny_bert(), args=make_args(weight_decay=0.1), param_groups=BODY_HEAD_SPEC)
+    optimizer = trainer.create_optimizer()
+    assert [(group["name"], group["weight_decay"], len(group["params"])) for group in optimizer.param_groups] == [
+        ("head", 0.1, 2)
+    ]
+
+
+def test_mixing_into_another_trainer(tmp_path):
+    class LayerwiseSeq2SeqTrainer(LayerwiseTrainerMixin, Seq2SeqTrainer):
+        pass
+
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, max_steps=2, logging_steps=1)
+    trainer = LayerwiseSeq2SeqTrainer(
+        model=tiny_bert(), args=args, train_dataset=RandomClassificationData(), param_groups=BODY_HEAD_SPEC
+    )
+    trainer.train()
+    assert [entry["learning_rate/head"] for entry in training_entries(trainer)] == [2e-5, 1e-5]
+
+
+def test_custom_compute_loss_subclass(make_args, data):
+    class ScaledLoss(LayerwiseTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return loss * 0.0 if not return_outputs else loss
+
+    model = tiny_bert()
+    head_before = model.classifier.weight.detach().clone()
+    trainer = ScaledLoss(model=model, args=make_args(weight_decay=0.0), train_dataset=data, param_groups=BODY_HEAD_SPEC)
+    trainer.train()
+    assert torch.equal(model.classifier.weight, head_before)  # zero loss, no decay: nothing moves
+
+
+def test_checkpoint_round_trip(make_args, data, tmp_path):
+    args = make_args(save_strategy="steps", save_steps=2, max_steps=4, lr_scheduler_type="linear")
+    spec = [{"name": "head", "match": "classifier.*", "lr": 1e-3}, {"name": "body", "match": "bert.*", "lr_scale": 0.1}]
+    first = LayerwiseTrainer(model=tiny_bert(), args=args, train_dataset=data, param_groups=spec)
+    first.train()
+    resumed = LayerwiseTrainer(model=tiny_bert(), args=args, train_dataset=data, param_groups=spec)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert [group["name"] for group in resumed.optimizer.param_groups] == ["head", "head", "body", "body"]
+    first_rates = [(e["step"], e["learning_rate/head"], e["learning_rate/body"]) for e in training_entries(first)]
+    resumed_rates = [(e["step"], e["learning_rate/head"], e["learning_rate/body"]) for e in training_entries(resumed)]
+    assert resumed_rates == first_rates
+    for name, value in first.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value)
