@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,11 @@ class DocumentError(ValueError):
 
 
 class _UniqueKeySafeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing mappings that repeat a key."""
+    """PyYAML's safe loader, refusing mappings that repeat a key, with YAML 1.2 booleans and floats.
+
+    PyYAML follows YAML 1.1, where ``no`` is False (so ``save_strategy: no`` breaks) and ``2e-5`` is a
+    string; YAML 1.2 reads ``no`` as a string and ``2e-5`` as a number, as people expect.
+    """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -55,6 +60,21 @@ class _UniqueKeySafeLoader(yaml.SafeLoader):
 
 _UniqueKeySafeLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeySafeLoader.construct_mapping
+)
+_YAML_11_ONLY = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")
+_UniqueKeySafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_11_ONLY]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeySafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_UniqueKeySafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
 )
 
 
