@@ -54,6 +54,7 @@ class PlannedGroup:
         weight_decay: The weight decay (0 for biases and norms).
         frozen: Whether the parameters are frozen and kept out of the optimizer.
         layer_id: The layer id of a layer-decayed sub-group, else None.
+        no_decay: Whether this is the half of biases and norms, whose weight decay is always 0.
         options: Further optimizer hyperparameters from the spec.
     """
 
@@ -65,6 +66,7 @@ class PlannedGroup:
     weight_decay: float
     frozen: bool
     layer_id: int | None = None
+    no_decay: bool = False
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_OPTIONS)
 
 
@@ -312,7 +314,7 @@ class _GroupBuilder:
         if decay:
             planned.append(self._planned(name, settings, decay, lr, settings.weight_decay, layer_id=layer_id))
         if no_decay:
-            planned.append(self._planned(name, settings, no_decay, lr, 0.0, layer_id=layer_id))
+            planned.append(self._planned(name, settings, no_decay, lr, 0.0, layer_id=layer_id, no_decay=True))
         return planned
 
     @staticmethod
@@ -325,6 +327,7 @@ class _GroupBuilder:
         *,
         frozen: bool = False,
         layer_id: int | None = None,
+        no_decay: bool = False,
     ) -> PlannedGroup:
         return PlannedGroup(
             name=name,
@@ -335,6 +338,7 @@ class _GroupBuilder:
             weight_decay=weight_decay,
             frozen=frozen,
             layer_id=layer_id,
+            no_decay=no_decay,
             options=settings.options,
         )
 

@@ -91,3 +91,10 @@ BODY_HEAD_SPEC = [
     {"name": "body", "match": "bert.*", "lr": 0},
     {"name": "head", "match": "classifier.*", "lr": 2e-5},
 ]
+
+
+@pytest.fixture
+def repo_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,195 @@
+"""A whole fine-tune from a :class:`~layerwise_trainer.run_config.RunConfig`: data, tokenizer, model, training.
+
+Used by ``layerwise-trainer train``. The output directory receives the model and tokenizer
+(reloadable with ``from_pretrained``), ``metrics.json``, ``config.yaml`` (the resolved config),
+``groups.txt`` and ``groups.json`` (the group table), ``trainer_state.json`` and
+``learning_rates.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .data_sources import LoadedData, load_data
+from .group_table import plan_to_data, render_table
+from .grouping import GroupPlan
+from .lr_plot import plot_learning_rates
+from .metrics import classification_metrics
+from .run_config import ConfigError, RunConfig, dump_config
+from .spec import parse_spec
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced.
+
+    Args:
+        output_dir: Where everything was written.
+        metrics: ``{"train": ..., "validation": ..., "test": ..., "test_majority_baseline": ...}``.
+        plan: The resolved param groups.
+        files: What was written, by kind.
+    """
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    plan: GroupPlan | None
+    files: dict[str, Path]
+
+
+def _training_arguments(config: RunConfig):
+    from .training_args import LayerwiseTrainingArguments
+
+    try:
+        return LayerwiseTrainingArguments(**config.training)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"training: {error}") from None
+
+
+def _tokenizer(config: RunConfig, data: LoadedData, workdir: Path):
+    from transformers import AutoTokenizer
+
+    if config.tokenizer.train is not None:
+        from .japanese_tokenizer import build_japanese_tokenizer
+
+        return build_japanese_tokenizer(data.splits["train"]["text"], workdir / "tokenizer", **config.tokenizer.train)
+    name = config.tokenizer.name_or_path or config.model.name_or_path
+    if name is None:
+        raise ConfigError("tokenizer: a model built from a config needs 'tokenizer.name_or_path' or 'tokenizer.train'")
+    return AutoTokenizer.from_pretrained(name)
+
+
+def _model(config: RunConfig, label_names: tuple[str, ...], tokenizer):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    num_labels = config.model.num_labels or len(label_names)
+    if num_labels != len(label_names):
+        raise ConfigError(f"model.num_labels: {num_labels}, but the data has {len(label_names)} classes")
+    labels = {
+        "num_labels": num_labels,
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: index for index, name in enumerate(label_names)},
+    }
+    if config.model.from_config is not None:
+        settings = dict(config.model.from_config)
+        model_type = settings.pop("model_type", "bert")
+        settings.setdefault("vocab_size", len(tokenizer))
+        if tokenizer.pad_token_id is not None:
+            settings.setdefault("pad_token_id", tokenizer.pad_token_id)
+        try:
+            model_config = AutoConfig.for_model(model_type, **settings, **labels)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model.from_config: {error}") from None
+        model = AutoModelForSequenceClassification.from_config(model_config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            config.model.name_or_path, ignore_mismatched_sizes=True, **labels
+        )
+    if config.peft is not None:
+        model = _with_lora(model, config.peft)
+    return model
+
+
+def _with_lora(model, settings):
+    try:
+        from peft import LoraConfig, TaskType, get_peft_model
+    except ImportError:
+        raise ConfigError("peft: LoRA needs the peft package: pip install 'layerwise-trainer[peft]'") from None
+    try:
+        lora = LoraConfig(task_type=TaskType.SEQ_CLS, **settings)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"peft: {error}") from None
+    return get_peft_model(model, lora)
+
+
+def _majority_baseline(train, test) -> float:
+    majority, _ = Counter(train["label"]).most_common(1)[0]
+    return sum(label == majority for label in test["label"]) / max(len(test), 1)
+
+
+def run_training(config: RunConfig) -> RunResult:
+    """Run the fine-tune a configuration describes and write its outputs.
+
+    Args:
+        config: The checked run configuration.
+
+    Returns:
+        The :class:`RunResult`.
+
+    Raises:
+        ConfigError: A problem with the configuration found while building the run.
+        SpecError: A problem with the param-group spec.
+    """
+    from transformers import DataCollatorWithPadding, set_seed
+
+    from .trainer import LayerwiseTrainer
+
+    args = _training_arguments(config)
+    spec = parse_spec(config.param_groups) if config.param_groups is not None else None
+    data = load_data(config.data)
+    output_dir = Path(args.output_dir)
+    with tempfile.TemporaryDirectory() as workdir:
+        tokenizer = _tokenizer(config, data, Path(workdir))
+        set_seed(args.seed)
+        model = _model(config, data.label_names, tokenizer)
+        max_length = config.tokenizer.max_length
+        encoded = {
+            name: split.map(
+                lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+                batched=True,
+                remove_columns=["text"],
+                desc=f"tokenising {name}",
+            )
+            for name, split in data.splits.items()
+        }
+        trainer = LayerwiseTrainer(
+            model=model,
+            args=args,
+            train_dataset=encoded["train"],
+            eval_dataset=encoded.get("validation"),
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=classification_metrics(config.metrics),
+            param_groups=spec,
+        )
+        train_result = trainer.train()
+        metrics: dict[str, Any] = {"train": train_result.metrics}
+        if "validation" in encoded:
+            metrics["validation"] = trainer.evaluate(encoded["validation"], metric_key_prefix="eval")
+        if "test" in encoded:
+            metrics["test"] = trainer.evaluate(encoded["test"], metric_key_prefix="test")
+            metrics["test_majority_baseline"] = _majority_baseline(data.splits["train"], data.splits["test"])
+        trainer.save_model(str(output_dir))
+    trainer.save_state()
+    return RunResult(
+        output_dir=output_dir,
+        metrics=metrics,
+        plan=trainer.group_plan,
+        files=_write_outputs(output_dir, config, spec, trainer, metrics),
+    )
+
+
+def _write_outputs(output_dir: Path, config: RunConfig, spec, trainer, metrics: dict[str, Any]) -> dict[str, Path]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "model": output_dir,
+        "metrics": output_dir / "metrics.json",
+        "config": output_dir / "config.yaml",
+        "learning_rates": output_dir / "learning_rates.png",
+        "trainer_state": output_dir / "trainer_state.json",
+    }
+    files["metrics"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    resolved = replace(config, param_groups=spec.to_dict() if spec is not None else None)
+    files["config"].write_text(dump_config(resolved), encoding="utf-8")
+    if trainer.group_plan is not None:
+        files["groups"] = output_dir / "groups.txt"
+        files["groups_json"] = output_dir / "groups.json"
+        files["groups"].write_text(render_table(trainer.group_plan) + "\n", encoding="utf-8")
+        files["groups_json"].write_text(json.dumps(plan_to_data(trainer.group_plan), indent=2) + "\n", encoding="utf-8")
+    title = f"{config.source}: learning rate per group"
+    plot_learning_rates(trainer.state.log_history, files["learning_rates"], title=title)
+    return files

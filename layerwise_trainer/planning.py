@@ -1,0 +1,85 @@
+"""``layerwise-trainer plan``: the groups a spec gives for a model, without loading any weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .grouping import GroupPlan, resolve_groups
+from .spec import SpecSource
+
+
+def meta_model(name_or_path: str, num_labels: int | None = None) -> nn.Module:
+    """The model of a hub id or local directory, built from its config on the meta device.
+
+    Only ``config.json`` is read: no weights are downloaded or loaded, and no memory is allocated.
+    The class is the config's first ``architectures`` entry that transformers knows, else ``AutoModel``.
+
+    Args:
+        name_or_path: A hub id or a directory with a ``config.json``.
+        num_labels: Override the number of labels of a classification head.
+
+    Returns:
+        The model, with every tensor on the meta device.
+    """
+    import torch
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(name_or_path)
+    if num_labels is not None:
+        config.num_labels = num_labels
+    model_cls: Any = None
+    for architecture in getattr(config, "architectures", None) or []:
+        model_cls = getattr(transformers, architecture, None)
+        if model_cls is not None:
+            break
+    with torch.device("meta"):
+        if model_cls is None:
+            return transformers.AutoModel.from_config(config)
+        return model_cls(config)
+
+
+def plan_for_model(
+    name_or_path: str,
+    spec: SpecSource,
+    *,
+    learning_rate: float = 5e-5,
+    weight_decay: float = 0.0,
+    optim: str = "adamw_torch",
+    num_labels: int | None = None,
+) -> GroupPlan:
+    """Resolve ``spec`` against the model of ``name_or_path`` built on the meta device.
+
+    Args:
+        name_or_path: A hub id or a directory with a ``config.json``.
+        spec: The spec.
+        learning_rate: The base learning rate.
+        weight_decay: The base weight decay.
+        optim: The ``TrainingArguments.optim`` the groups are checked against.
+        num_labels: Override the number of labels of a classification head.
+
+    Returns:
+        The plan.
+
+    Raises:
+        SpecError: Any problem with the spec.
+    """
+    from transformers import Trainer, TrainingArguments
+
+    from .optimizers import check_optim_takes_groups, check_optimizer_takes_groups
+
+    model = meta_model(name_or_path, num_labels)
+    check_optim_takes_groups(optim)
+    args = TrainingArguments(output_dir="unused", optim=optim, learning_rate=learning_rate, report_to=[], use_cpu=True)
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, optim)
+    return resolve_groups(
+        model,
+        spec,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        optimizer_cls=optimizer_cls,
+        optimizer_kwargs=optimizer_kwargs,
+        optimizer_label=optim,
+    )
