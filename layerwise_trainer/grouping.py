@@ -28,7 +28,14 @@ from .optimizers import (
     optimizer_hyperparameters,
     validate_group_options,
 )
-from .patterns import compile_pattern, unwrap_data_parallel, user_facing_name, user_model
+from .patterns import (
+    MATCH_TIMEOUT_SECONDS,
+    NamePattern,
+    compile_pattern,
+    unwrap_data_parallel,
+    user_facing_name,
+    user_model,
+)
 from .spec import DEFAULT_GROUP_NAME, GroupSpec, LayerwiseSpec, SpecSource, parse_spec
 
 if TYPE_CHECKING:
@@ -179,6 +186,20 @@ def _name_shapes(names: Iterable[str]) -> list[str]:
     return list(shapes)
 
 
+def _matches_any(
+    pattern: NamePattern, names: Sequence[str], spec: LayerwiseSpec, group_index: int, pattern_index: int
+) -> bool:
+    try:
+        return any(pattern.matches(name) for name in names)
+    except TimeoutError:
+        raise SpecError(
+            f"regular expression {pattern.text!r} took more than {MATCH_TIMEOUT_SECONDS:g} s to match one name; "
+            "simplify it (nested repetition such as (a+)+ backtracks exponentially)",
+            path=(f"groups[{group_index}]", "match", f"[{pattern_index}]"),
+            group=spec.groups[group_index].name,
+        ) from None
+
+
 def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -> list[list[_Tensor]]:
     """Split ``tensors`` among the spec's groups, first match wins; the last list is the unmatched."""
     compiled = [
@@ -191,7 +212,7 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
     used: set[tuple[int, int]] = set()
     for tensor in tensors:
         for group_index, pattern_index, pattern in compiled:
-            if any(pattern.fullmatch(alias) for alias in tensor.aliases):
+            if _matches_any(pattern, tensor.aliases, spec, group_index, pattern_index):
                 members[group_index].append(tensor)
                 claimed_by[id(tensor)] = group_index
                 used.add((group_index, pattern_index))
@@ -203,7 +224,7 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
         if (group_index, pattern_index) in used:
             continue
         group = spec.groups[group_index]
-        hits = [tensor for tensor in tensors if any(pattern.fullmatch(alias) for alias in tensor.aliases)]
+        hits = [tensor for tensor in tensors if _matches_any(pattern, tensor.aliases, spec, group_index, pattern_index)]
         if not hits:
             text = group.patterns[pattern_index]
             hint = did_you_mean(text, _name_shapes(alias for tensor in tensors for alias in tensor.aliases))

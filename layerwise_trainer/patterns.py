@@ -13,6 +13,7 @@ import fnmatch
 import functools
 import re
 
+import regex
 from torch import nn
 
 REGEX_PREFIX = "re:"
@@ -20,29 +21,55 @@ REGEX_PREFIX = "re:"
 _WRAPPER_SEGMENTS = frozenset({"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
 
 
-@functools.lru_cache(maxsize=4096)
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile one spec pattern.
+# A user's regular expression gets this long to match one name; nested repetition such as `(a+)+`
+# can otherwise backtrack for hours.
+MATCH_TIMEOUT_SECONDS = 1.0
+
+
+class NamePattern:
+    r"""One spec pattern, compiled.
+
+    A glob (``fnmatch``, case-sensitive, ``*`` also crosses dots) or, after the prefix ``re:``, a
+    regular expression matched against the whole name. Regular expressions run under a time limit
+    (``MATCH_TIMEOUT_SECONDS`` per name) through the ``regex`` module, so a hostile pattern cannot hang
+    a run.
 
     Args:
-        pattern: A glob (``fnmatch``, case-sensitive, ``*`` also crosses dots), or a regular
-            expression after the prefix ``re:``, matched against the whole name.
-
-    Returns:
-        A compiled pattern; use ``.fullmatch(name)``.
+        text: The pattern as written in the spec.
 
     Raises:
-        re.error: The ``re:`` pattern is not a valid regular expression.
+        regex.error: The ``re:`` pattern is not a valid regular expression.
 
     Example:
         ```python
-        assert compile_pattern("bert.encoder.layer.*").fullmatch("bert.encoder.layer.0.output.dense.weight")
-        assert compile_pattern(r"re:.*\\.layer\\.(10|11)\\..*").fullmatch("bert.encoder.layer.11.output.dense.bias")
+        assert NamePattern("bert.encoder.layer.*").matches("bert.encoder.layer.0.output.dense.weight")
+        assert NamePattern(r"re:.*\.layer\.(10|11)\..*").matches("bert.encoder.layer.11.output.dense.bias")
         ```
     """
-    if pattern.startswith(REGEX_PREFIX):
-        return re.compile(pattern[len(REGEX_PREFIX) :])
-    return re.compile(fnmatch.translate(pattern))
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.is_regex = text.startswith(REGEX_PREFIX)
+        if self.is_regex:
+            self._compiled = regex.compile(text[len(REGEX_PREFIX) :])
+        else:
+            self._compiled = re.compile(fnmatch.translate(text))
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` matches as a whole.
+
+        Raises:
+            TimeoutError: A regular expression took longer than ``MATCH_TIMEOUT_SECONDS``.
+        """
+        if self.is_regex:
+            return self._compiled.fullmatch(name, timeout=MATCH_TIMEOUT_SECONDS) is not None
+        return self._compiled.fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_pattern(pattern: str) -> NamePattern:
+    """The compiled :class:`NamePattern` of a spec pattern (cached)."""
+    return NamePattern(pattern)
 
 
 def user_facing_name(name: str) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+import regex
+
 from .documents import DocumentError, load_document, parse_json
 from .errors import SpecError, did_you_mean
 from .patterns import compile_pattern
@@ -42,12 +44,15 @@ def _number(value: Any, key: str, *, expected: str = "a finite number >= 0") -> 
     """``value`` as a float: numbers as they are, numeric text such as YAML's ``"2e-5"`` parsed."""
     if isinstance(value, bool):
         raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,))
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
-        number = float(value.strip())
-    else:
-        raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,))
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+            number = float(value.strip())
+        else:
+            raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,))
+    except OverflowError:
+        raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,)) from None
     if not math.isfinite(number):
         raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,))
     return number
@@ -91,7 +96,7 @@ def _patterns(value: Any) -> tuple[str, ...]:
             raise SpecError(f"expected {expected}, got {_describe(item)}", path=path)
         try:
             compile_pattern(item)
-        except re.error as error:
+        except (re.error, regex.error) as error:
             raise SpecError(f"invalid regular expression {item!r}: {error}", path=path) from None
     return tuple(items)
 

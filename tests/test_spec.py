@@ -143,8 +143,7 @@ def test_learning_rate_and_frozen():
         ),
         (
             [{"name": "head", "match": "re:classifier.(", "lr": 1}],
-            "groups[0].match (group 'head'): invalid regular expression 're:classifier.(': "
-            "missing ), unterminated subpattern",
+            "groups[0].match (group 'head'): invalid regular expression 're:classifier.(': missing ) at position 12",
         ),
         (
             [{"name": "head", "match": ["a.*", 3]}],
