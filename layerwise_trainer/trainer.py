@@ -11,7 +11,9 @@ from transformers import Trainer
 from transformers.utils import is_sagemaker_mp_enabled
 
 from .callback import GroupLearningRateCallback
+from .checkpoint_layout import LAYOUT_FILE, check_resume_layout, plan_layout, save_layout
 from .decay import matches_stock_rule
+from .distributed import check_same_on_every_rank
 from .errors import SpecError
 from .grouping import GroupPlan, resolve_groups
 from .optimizers import check_optim_takes_groups, check_optimizer_takes_groups, optim_name
@@ -145,6 +147,7 @@ class LayerwiseTrainerMixin:
             optimizer_cls, optimizer_kwargs, label = self._optimizer_cls_and_kwargs(opt_model)
             plan = self._plan_groups(opt_model, optimizer_cls, optimizer_kwargs, label)
             plan.freeze_frozen_groups()
+            check_same_on_every_rank(plan_layout(plan)["hash"], "the param groups")
             trainer.optimizer = optimizer_cls(plan.optimizer_param_groups(), **optimizer_kwargs)
             self.group_plan = plan
             if self.group_lr_callback is not None:
@@ -159,6 +162,25 @@ class LayerwiseTrainerMixin:
 
                 trainer.optimizer = smp.DistributedOptimizer(trainer.optimizer)
         return trainer.optimizer
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """The stock save, plus the param-group layout the resume check compares against."""
+        super()._save_optimizer_and_scheduler(output_dir)  # type: ignore[misc]
+        trainer: Trainer = self  # type: ignore[assignment]
+        if self.group_plan is not None and trainer.args.should_save:
+            save_layout(plan_layout(self.group_plan), output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """Refuse a checkpoint saved with other param groups before its state is loaded, then load it."""
+        checked = checkpoint is not None and self.group_plan is not None
+        if checked and not check_resume_layout(checkpoint, plan_layout(self.group_plan)):
+            logger.warning(
+                "%s has no %s (it was not saved by a LayerwiseTrainer): its optimizer state is loaded "
+                "by position, unchecked against the spec's param groups",
+                checkpoint,
+                LAYOUT_FILE,
+            )
+        super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None

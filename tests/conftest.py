@@ -82,7 +82,7 @@ def data() -> RandomClassificationData:
 @pytest.fixture
 def make_args(tmp_path: os.PathLike[str]) -> Callable[..., TrainingArguments]:
     def make(**overrides: object) -> TrainingArguments:
-        return training_args(tmp_path, **overrides)
+        return training_args(overrides.pop("output_dir", tmp_path), **overrides)
 
     return make
 
