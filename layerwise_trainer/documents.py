@@ -40,6 +40,8 @@ class _UniqueKeySafeLoader(yaml.SafeLoader):
     """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):  # e.g. `!!set` on a scalar: PyYAML's own error
+            return super().construct_mapping(node, deep=deep)
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -117,6 +119,8 @@ def parse_yaml(text: str, source: str) -> Any:
         raise DocumentError(source, f"not valid YAML: {error}") from None
     except RecursionError:
         raise DocumentError(source, "the YAML document nests too deeply") from None
+    except Exception as error:  # PyYAML's constructors fail in their own ways on some explicit tags
+        raise DocumentError(source, f"not valid YAML: {type(error).__name__}: {error}") from None
 
 
 def parse_json(text: str, source: str) -> Any:
@@ -129,6 +133,8 @@ def parse_json(text: str, source: str) -> Any:
         raise DocumentError(source, f"not valid JSON: {error}") from None
     except RecursionError:
         raise DocumentError(source, "the JSON document nests too deeply") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise DocumentError(source, f"not valid JSON: {error}") from None
 
 
 def load_document(path: str | os.PathLike[str]) -> Any:

@@ -158,10 +158,22 @@ def _without_data_parallel_prefix(name: str) -> str:
     return name
 
 
+def _wrapper_segments_can_go(named: Sequence[tuple[str, nn.Parameter]]) -> bool:
+    """Whether every name stays unique to its tensor once wrapper segments are removed."""
+    owner: dict[str, int] = {}
+    for raw_name, parameter in named:
+        if owner.setdefault(user_facing_name(raw_name), id(parameter)) != id(parameter):
+            logger.warning("parameter names collide without their wrapper segments; matching the full names")
+            return False
+    return True
+
+
 def _collect_tensors(model: nn.Module) -> list[_Tensor]:
+    named = list(model.named_parameters(remove_duplicate=False))
+    strip = _wrapper_segments_can_go(named)
     by_identity: dict[int, _Tensor] = {}
-    for raw_name, parameter in model.named_parameters(remove_duplicate=False):
-        name = user_facing_name(raw_name)
+    for raw_name, parameter in named:
+        name = user_facing_name(raw_name) if strip else raw_name
         if name.endswith("flat_param") or "._flat_param" in name or ".flat_param" in name:
             raise SpecError(
                 f"parameter {raw_name!r} is a flattened FSDP parameter; a spec needs the original parameters: "
@@ -399,11 +411,12 @@ def resolve_groups(
     """
     spec = parse_spec(spec)
     model_label = type(user_model(model)).__name__
-    if optimizer_cls is not None:
-        validate_group_options(spec, optimizer_cls, optimizer_kwargs or {}, optimizer_label or optimizer_cls.__name__)
-
     unwrapped = unwrap_data_parallel(model)
     tensors = _collect_tensors(unwrapped)
+    if optimizer_cls is not None:
+        device = tensors[0].parameter.device if tensors else None
+        label = optimizer_label or optimizer_cls.__name__
+        validate_group_options(spec, optimizer_cls, optimizer_kwargs or {}, label, device)
     members = _assign(spec, tensors, model_label)
     if decay_parameter_names is None:
         decay_parameter_names = default_decay_parameter_names(unwrapped)

@@ -100,13 +100,23 @@ def validate_group_options(
     optimizer_cls: type[torch.optim.Optimizer],
     optimizer_kwargs: Mapping[str, Any],
     label: str,
+    device: torch.device | None = None,
 ) -> None:
     """Check every group's optimizer hyperparameters against ``optimizer_cls``.
 
-    Each key must be a keyword of the optimizer, and each group's values must be accepted by it: the
-    optimizer is built once per group that sets options, on a one-element tensor, so that its own
-    checks (``betas`` in [0, 1), ``eps`` >= 0...) run on the group's values, which torch would not
-    check for a param group.
+    Each key must be a keyword of the optimizer, and the optimizer must accept each group's values:
+    it is built once per group that sets options, on a one-element tensor on ``device``, and takes one
+    step there, so that its own checks (``betas`` in [0, 1), ``eps`` >= 0, device requirements of
+    ``capturable`` or ``fused``...) run on the group's values, which torch would otherwise only meet
+    deep inside the first training step, or never.
+
+    Args:
+        spec: The spec.
+        optimizer_cls: The optimizer class.
+        optimizer_kwargs: The keyword arguments the optimizer is built with.
+        label: The optimizer's name in messages.
+        device: Where the model's parameters are; on ``meta`` (or None) the probe only builds the
+            optimizer, on the CPU.
 
     Raises:
         SpecError: A key the optimizer does not have, or a value it refuses, naming the group.
@@ -130,11 +140,20 @@ def validate_group_options(
                 problem = _type_mismatch(value, known[key])
                 if problem:
                     raise SpecError(f"{label} expects {problem}, got {value!r}", path=(where, key), group=group.name)
-        kwargs = {**optimizer_kwargs, **group.options}
         try:
-            optimizer_cls([torch.zeros(1, requires_grad=True)], **kwargs)
-        except (ValueError, TypeError, RuntimeError) as error:
+            _probe(optimizer_cls, {**optimizer_kwargs, **group.options}, device)
+        except Exception as error:  # whatever the optimizer raises, it refuses these values
             keys = ", ".join(group.options)
             raise SpecError(
                 f"{label} refuses the group's hyperparameters ({keys}): {error}", path=(where,), group=group.name
             ) from None
+
+
+def _probe(optimizer_cls: type[torch.optim.Optimizer], kwargs: Mapping[str, Any], device: torch.device | None) -> None:
+    """Build the optimizer on a one-element tensor and, off the meta device, take one step."""
+    runs = device is not None and device.type != "meta"
+    parameter = torch.zeros(1, requires_grad=True, device=device if runs else "cpu")
+    optimizer = optimizer_cls([parameter], **kwargs)
+    if runs:
+        parameter.grad = torch.ones_like(parameter)
+        optimizer.step()

@@ -82,7 +82,8 @@ def user_facing_name(name: str) -> str:
     """
     if not any(segment in name for segment in _WRAPPER_SEGMENTS):
         return name
-    return ".".join(segment for segment in name.split(".") if segment not in _WRAPPER_SEGMENTS)
+    *modules, leaf = name.split(".")
+    return ".".join([*(segment for segment in modules if segment not in _WRAPPER_SEGMENTS), leaf])
 
 
 def unwrap_data_parallel(model: nn.Module) -> nn.Module:
