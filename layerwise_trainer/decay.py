@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from .module_tree import walk_modules
+
 _NO_DECAY_NAME = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)")
 
 
@@ -35,13 +37,18 @@ def decay_parameter_names(model: nn.Module) -> set[str]:
         assert "bert.encoder.layer.0.output.dense.bias" not in names
         ```
     """
+    return decay_names_in(walk_modules(model))
+
+
+def decay_names_in(modules: list[tuple[str, nn.Module]]) -> set[str]:
+    """:func:`decay_parameter_names` over an already walked module tree."""
     names: set[str] = set()
-    for module_name, module in model.named_modules(remove_duplicate=False):
+    for module_name, module in modules:
         if isinstance(module, nn.LayerNorm):
             continue
         prefix = f"{module_name}." if module_name else ""
-        for parameter_name in module._parameters:
-            if module._parameters[parameter_name] is None:
+        for parameter_name, parameter in module._parameters.items():
+            if parameter is None:
                 continue
             full_name = prefix + parameter_name
             if not _NO_DECAY_NAME.search(full_name.lower()):

@@ -5,6 +5,13 @@ from __future__ import annotations
 from .errors import SpecError
 
 
+def is_distributed() -> bool:
+    """Whether this process is one of two or more in an initialised ``torch.distributed`` group."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def check_same_on_every_rank(value: str, what: str) -> None:
     """Raise on every rank when ``value`` is not the same on all of them.
 
@@ -19,7 +26,7 @@ def check_same_on_every_rank(value: str, what: str) -> None:
     """
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+    if not is_distributed():
         return
     values: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)

@@ -9,6 +9,7 @@ training loops; :class:`~layerwise_trainer.LayerwiseTrainer` wires the same func
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .decay import decay_parameter_names as default_decay_parameter_names
+from .decay import decay_names_in
 from .errors import SpecError, did_you_mean
+from .gc_pause import gc_paused
 from .layers import LayerMap, detect_layers
+from .module_tree import named_parameters_of, walk_modules
 from .optimizers import (
     check_optim_takes_groups,
     check_optimizer_takes_groups,
@@ -30,7 +33,8 @@ from .optimizers import (
 )
 from .patterns import (
     MATCH_TIMEOUT_SECONDS,
-    NamePattern,
+    FirstMatch,
+    PatternTimeout,
     compile_pattern,
     unwrap_data_parallel,
     user_facing_name,
@@ -85,14 +89,19 @@ class GroupPlan:
         groups: Trainable groups (one per optimizer param group) and frozen groups, in spec order.
         frozen_before_training: Parameters the user had already frozen, which stay out of the
             optimizer and belong to no frozen group.
-        num_layers: The number of transformer blocks detected in the model.
-        parameters: Parameter name -> tensor, for every parameter of the model.
+        parameters: Parameter name -> tensor, for every parameter of the model, in model order.
+        layers: The model's layer ids, when resolving needed them (detected on demand otherwise).
     """
 
     groups: tuple[PlannedGroup, ...]
     frozen_before_training: tuple[str, ...]
-    num_layers: int
     parameters: Mapping[str, nn.Parameter] = field(repr=False, compare=False)
+    layers: LayerMap | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def num_layers(self) -> int:
+        """The number of transformer blocks detected in the model."""
+        return (self.layers or detect_layers(self.parameters)).num_layers
 
     @property
     def trainable_groups(self) -> tuple[PlannedGroup, ...]:
@@ -143,7 +152,7 @@ class GroupPlan:
         return frozen
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tensor:
     """One parameter tensor and every name it goes by (tied weights have several)."""
 
@@ -158,22 +167,22 @@ def _without_data_parallel_prefix(name: str) -> str:
     return name
 
 
-def _wrapper_segments_can_go(named: Sequence[tuple[str, nn.Parameter]]) -> bool:
+def _wrapper_segments_can_go(names: Sequence[str], named: Sequence[tuple[str, nn.Parameter]]) -> bool:
     """Whether every name stays unique to its tensor once wrapper segments are removed."""
     owner: dict[str, int] = {}
-    for raw_name, parameter in named:
-        if owner.setdefault(user_facing_name(raw_name), id(parameter)) != id(parameter):
+    for name, (_, parameter) in zip(names, named, strict=True):
+        if owner.setdefault(name, id(parameter)) != id(parameter):
             logger.warning("parameter names collide without their wrapper segments; matching the full names")
             return False
     return True
 
 
-def _collect_tensors(model: nn.Module) -> list[_Tensor]:
-    named = list(model.named_parameters(remove_duplicate=False))
-    strip = _wrapper_segments_can_go(named)
+def _collect_tensors(named: Sequence[tuple[str, nn.Parameter]]) -> list[_Tensor]:
+    stripped = [user_facing_name(raw_name) for raw_name, _ in named]
+    if not _wrapper_segments_can_go(stripped, named):
+        stripped = [raw_name for raw_name, _ in named]
     by_identity: dict[int, _Tensor] = {}
-    for raw_name, parameter in named:
-        name = user_facing_name(raw_name) if strip else raw_name
+    for name, (raw_name, parameter) in zip(stripped, named, strict=True):
         if name.endswith("flat_param") or "._flat_param" in name or ".flat_param" in name:
             raise SpecError(
                 f"parameter {raw_name!r} is a flattened FSDP parameter; a spec needs the original parameters: "
@@ -198,18 +207,14 @@ def _name_shapes(names: Iterable[str]) -> list[str]:
     return list(shapes)
 
 
-def _matches_any(
-    pattern: NamePattern, names: Sequence[str], spec: LayerwiseSpec, group_index: int, pattern_index: int
-) -> bool:
-    try:
-        return any(pattern.matches(name) for name in names)
-    except TimeoutError:
-        raise SpecError(
-            f"regular expression {pattern.text!r} took more than {MATCH_TIMEOUT_SECONDS:g} s to match one name; "
-            "simplify it (nested repetition such as (a+)+ backtracks exponentially)",
-            path=(f"groups[{group_index}]", "match", f"[{pattern_index}]"),
-            group=spec.groups[group_index].name,
-        ) from None
+def _timeout_error(spec: LayerwiseSpec, group_index: int, pattern_index: int) -> SpecError:
+    text = spec.groups[group_index].patterns[pattern_index]
+    return SpecError(
+        f"regular expression {text!r} took more than {MATCH_TIMEOUT_SECONDS:g} s to match one name; "
+        "simplify it (nested repetition such as (a+)+ backtracks exponentially)",
+        path=(f"groups[{group_index}]", "match", f"[{pattern_index}]"),
+        group=spec.groups[group_index].name,
+    )
 
 
 def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -> list[list[_Tensor]]:
@@ -219,24 +224,33 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
         for group_index, group in enumerate(spec.groups)
         for pattern_index, pattern in enumerate(group.patterns)
     ]
+    first_match = FirstMatch([pattern for _, _, pattern in compiled])
     members: list[list[_Tensor]] = [[] for _ in range(len(spec.groups) + 1)]
     claimed_by: dict[int, int] = {}
-    used: set[tuple[int, int]] = set()
+    used: set[int] = set()
     for tensor in tensors:
-        for group_index, pattern_index, pattern in compiled:
-            if _matches_any(pattern, tensor.aliases, spec, group_index, pattern_index):
-                members[group_index].append(tensor)
-                claimed_by[id(tensor)] = group_index
-                used.add((group_index, pattern_index))
-                break
-        else:
+        try:
+            position = first_match.index(tensor.aliases)
+        except PatternTimeout as timeout:
+            group_index, pattern_index, _ = compiled[timeout.index]
+            raise _timeout_error(spec, group_index, pattern_index) from None
+        if position is None:
             members[-1].append(tensor)
+            continue
+        group_index = compiled[position][0]
+        members[group_index].append(tensor)
+        claimed_by[id(tensor)] = group_index
+        used.add(position)
 
-    for group_index, pattern_index, pattern in compiled:
-        if (group_index, pattern_index) in used:
+    for position, (group_index, pattern_index, pattern) in enumerate(compiled):
+        if position in used:
             continue
         group = spec.groups[group_index]
-        hits = [tensor for tensor in tensors if _matches_any(pattern, tensor.aliases, spec, group_index, pattern_index)]
+        alone = FirstMatch([pattern])
+        try:
+            hits = [tensor for tensor in tensors if alone.index(tensor.aliases) is not None]
+        except PatternTimeout:
+            raise _timeout_error(spec, group_index, pattern_index) from None
         if not hits:
             text = group.patterns[pattern_index]
             hint = did_you_mean(text, _name_shapes(alias for tensor in tensors for alias in tensor.aliases))
@@ -288,9 +302,17 @@ class _Settings:
 class _GroupBuilder:
     """Turns one group's matched tensors into planned groups: frozen, or split by layer and decay."""
 
-    def __init__(self, decayed: set[str], layers: LayerMap) -> None:
+    def __init__(self, decayed: set[str], names: Sequence[str]) -> None:
         self.decayed = decayed
-        self.layers = layers
+        self._names = names
+        self.detected_layers: LayerMap | None = None
+
+    @property
+    def layers(self) -> LayerMap:
+        """The model's layer ids, detected on first use: only layer-decayed groups need them."""
+        if self.detected_layers is None:
+            self.detected_layers = detect_layers(self._names)
+        return self.detected_layers
 
     def build(self, settings: _Settings, members: Sequence[_Tensor]) -> list[PlannedGroup]:
         trainable = [tensor for tensor in members if tensor.parameter.requires_grad]
@@ -409,21 +431,46 @@ def resolve_groups(
             parameters under ``unmatched: error``, layer decay without blocks, a hyperparameter the
             optimizer does not take, or no trainable parameter left.
     """
-    spec = parse_spec(spec)
+    with gc_paused():
+        return _resolve(
+            model,
+            parse_spec(spec),
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            decay_parameter_names=decay_parameter_names,
+            optimizer_cls=optimizer_cls,
+            optimizer_kwargs=optimizer_kwargs,
+            optimizer_label=optimizer_label,
+        )
+
+
+def _resolve(
+    model: nn.Module,
+    spec: LayerwiseSpec,
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    decay_parameter_names: Iterable[str] | None,
+    optimizer_cls: type[torch.optim.Optimizer] | None,
+    optimizer_kwargs: Mapping[str, Any] | None,
+    optimizer_label: str | None,
+) -> GroupPlan:
     model_label = type(user_model(model)).__name__
     unwrapped = unwrap_data_parallel(model)
-    tensors = _collect_tensors(unwrapped)
+    modules = walk_modules(unwrapped)
+    tensors = _collect_tensors(named_parameters_of(unwrapped, modules))
     if optimizer_cls is not None:
         device = tensors[0].parameter.device if tensors else None
         label = optimizer_label or optimizer_cls.__name__
         validate_group_options(spec, optimizer_cls, optimizer_kwargs or {}, label, device)
     members = _assign(spec, tensors, model_label)
     if decay_parameter_names is None:
-        decay_parameter_names = default_decay_parameter_names(unwrapped)
+        decay_parameter_names = decay_names_in(modules)
     elif unwrapped is not model:
         decay_parameter_names = [_without_data_parallel_prefix(name) for name in decay_parameter_names]
-    layers = detect_layers(tensor.name for tensor in tensors)
-    builder = _GroupBuilder({user_facing_name(name) for name in decay_parameter_names}, layers)
+    builder = _GroupBuilder(
+        {user_facing_name(name) for name in decay_parameter_names}, [tensor.name for tensor in tensors]
+    )
 
     planned: list[PlannedGroup] = []
     for index, group in enumerate(spec.groups):
@@ -464,7 +511,7 @@ def resolve_groups(
             for tensor in tensors
             if not tensor.parameter.requires_grad and tensor.name not in in_frozen_groups
         ),
-        num_layers=layers.num_layers,
+        layers=builder.detected_layers,
         parameters=MappingProxyType({tensor.name: tensor.parameter for tensor in tensors}),
     )
 

@@ -13,8 +13,9 @@ from transformers.utils import is_sagemaker_mp_enabled
 from .callback import GroupLearningRateCallback
 from .checkpoint_layout import LAYOUT_FILE, check_resume_layout, plan_layout, save_layout
 from .decay import matches_stock_rule
-from .distributed import check_same_on_every_rank
+from .distributed import check_same_on_every_rank, is_distributed
 from .errors import SpecError
+from .gc_pause import gc_paused
 from .grouping import GroupPlan, resolve_groups
 from .optimizers import check_optim_takes_groups, check_optimizer_takes_groups, optim_name
 from .scheduling import proportional_scheduler_kwargs
@@ -147,8 +148,10 @@ class LayerwiseTrainerMixin:
             optimizer_cls, optimizer_kwargs, label = self._optimizer_cls_and_kwargs(opt_model)
             plan = self._plan_groups(opt_model, optimizer_cls, optimizer_kwargs, label)
             plan.freeze_frozen_groups()
-            check_same_on_every_rank(plan_layout(plan)["hash"], "the param groups")
-            trainer.optimizer = optimizer_cls(plan.optimizer_param_groups(), **optimizer_kwargs)
+            if is_distributed():
+                check_same_on_every_rank(plan_layout(plan)["hash"], "the param groups")
+            with gc_paused():
+                trainer.optimizer = optimizer_cls(plan.optimizer_param_groups(), **optimizer_kwargs)
             self.group_plan = plan
             if self.group_lr_callback is not None:
                 self.group_lr_callback.frozen_group_names = plan.frozen_group_names
