@@ -63,12 +63,17 @@ class _NormWeight(nn.Module):
 
 
 def _probe_model() -> nn.Module:
-    """A tiny model with one parameter of every kind the stock rule distinguishes."""
-    probe = nn.Module()
-    probe.dense = nn.Linear(2, 2)
-    probe.ln = nn.LayerNorm(2)
-    for name in ("norm", "post_attention_layernorm", "input_norm", "final_rmsnorm", "normalizer"):
-        setattr(probe, name, _NormWeight())
+    """A tiny model with one parameter of every kind the stock rule distinguishes.
+
+    Built on the meta device, inside a forked RNG: building it must not move the random stream that
+    the run's dropout and data order draw from.
+    """
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        probe = nn.Module()
+        probe.dense = nn.Linear(2, 2)
+        probe.ln = nn.LayerNorm(2)
+        for name in ("norm", "post_attention_layernorm", "input_norm", "final_rmsnorm", "normalizer"):
+            setattr(probe, name, _NormWeight())
     return probe
 
 

@@ -17,6 +17,7 @@ from layerwise_trainer import (
     LayerwiseTrainingArguments,
     SpecError,
 )
+from layerwise_trainer.decay import matches_stock_rule
 
 TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
 
@@ -317,3 +318,23 @@ def test_custom_compute_loss_subclass(make_args, data):
     trainer = ScaledLoss(model=model, args=make_args(weight_decay=0.0), train_dataset=data, param_groups=BODY_HEAD_SPEC)
     trainer.train()
     assert torch.equal(model.classifier.weight, head_before)  # zero loss, no decay: nothing moves
+
+
+def test_a_spec_draws_nothing_from_the_random_stream(make_args, data):
+    """Freezing by spec trains exactly as freezing by hand: same dropout masks, same losses, same head."""
+
+    def losses_and_head(trainer_cls, **extra):
+        model = tiny_bert()
+        if trainer_cls is Trainer:
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(not name.startswith("bert."))
+        trainer = trainer_cls(model=model, args=make_args(max_steps=3, learning_rate=2e-5), train_dataset=data, **extra)
+        trainer.train()
+        return [entry["loss"] for entry in training_entries(trainer)], model.classifier.weight.detach().clone()
+
+    stock_losses, stock_head = losses_and_head(Trainer)
+    matches_stock_rule.cache_clear()  # its first call builds a probe model: that must not draw either
+    spec = [{"name": "body", "match": "bert.*", "lr": 0}, {"name": "head", "match": "classifier.*"}]
+    our_losses, our_head = losses_and_head(LayerwiseTrainer, param_groups=spec)
+    assert our_losses == stock_losses
+    assert torch.equal(our_head, stock_head)
