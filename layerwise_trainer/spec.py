@@ -8,6 +8,7 @@ not check the spec again.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -306,7 +307,8 @@ def _group_from_mapping(raw: Mapping[Any, Any], index: int) -> GroupSpec:
             raise SpecError(f"keys must be strings, got {_describe(key)}", path=(where,), group=group)
     for required in ("name", "match"):
         if required not in raw:
-            hint = did_you_mean(required, [key for key in raw if key not in GROUP_KEYS])
+            close = difflib.get_close_matches(required, [key for key in raw if key not in GROUP_KEYS], n=1)
+            hint = f"; is {close[0]!r} a misspelling of it?" if close else ""
             raise SpecError(f"missing required key {required!r}{hint}", path=(where,), group=group)
     known = {key: raw[key] for key in GROUP_KEYS if key in raw}
     options = {key: value for key, value in raw.items() if key not in GROUP_KEYS}
@@ -321,10 +323,10 @@ def _spec_from_mapping(raw: Mapping[Any, Any]) -> LayerwiseSpec:
         if not isinstance(key, str):
             raise SpecError(f"top-level keys must be strings, got {_describe(key)}")
         if key not in TOP_LEVEL_KEYS:
-            hint = did_you_mean(key, TOP_LEVEL_KEYS)
-            if not hint and key in GROUP_KEYS:
-                hint = f"; {key!r} belongs inside a group of 'groups'"
-            raise SpecError(f"unknown top-level key {key!r}{hint}; expected {', '.join(TOP_LEVEL_KEYS)}")
+            hint = did_you_mean(key, TOP_LEVEL_KEYS) or "."
+            if hint == "." and key in GROUP_KEYS:
+                hint = f"; {key!r} belongs inside a group of 'groups'."
+            raise SpecError(f"unknown top-level key {key!r}{hint} Expected one of: {', '.join(TOP_LEVEL_KEYS)}")
     groups = raw.get("groups", ())
     if groups is None:
         groups = ()

@@ -108,10 +108,14 @@ def test_learning_rate_and_frozen():
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ({"grups": []}, "unknown top-level key 'grups'; did you mean 'groups'?"),
-        ({"lr": 1e-3}, "unknown top-level key 'lr'; 'lr' belongs inside a group of 'groups'"),
+        (
+            {"grups": []},
+            "unknown top-level key 'grups'; did you mean 'groups'? Expected one of: groups, layer_decay, unmatched",
+        ),
+        ({"lr": 1e-3}, "unknown top-level key 'lr'; 'lr' belongs inside a group of 'groups'. Expected one of: groups"),
+        ({"foo": 1}, "unknown top-level key 'foo'. Expected one of: groups, layer_decay, unmatched"),
         ([{"match": "a.*"}], "groups[0]: missing required key 'name'"),
-        ([{"nmae": "head", "match": "a.*"}], "groups[0]: missing required key 'name'; did you mean 'nmae'?"),
+        ([{"nmae": "head", "match": "a.*"}], "groups[0]: missing required key 'name'; is 'nmae' a misspelling of it?"),
         ([{"name": "head"}], "groups[0] (group 'head'): missing required key 'match'"),
         (
             [{"name": "a", "match": "x.*"}, {"name": "a", "match": "y.*"}],
