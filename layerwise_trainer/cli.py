@@ -14,6 +14,12 @@ from collections.abc import Sequence
 
 from ._version import __version__
 
+# Mirrors planning.TASKS, kept here so that `--help` does not import torch.
+TASKS = (
+    "sequence-classification", "token-classification", "causal-lm", "seq2seq-lm", "masked-lm",
+    "image-classification", "base",
+)  # fmt: skip
+
 EXIT_BAD_INPUT = 2
 
 
@@ -57,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--weight-decay", type=float, default=0.0, help="base weight decay (default 0)")
     plan.add_argument("--optim", default="adamw_torch", help="TrainingArguments.optim to check the spec against")
     plan.add_argument("--num-labels", type=int, help="number of labels of a classification head")
+    plan.add_argument(
+        "--task",
+        choices=("auto", *TASKS),
+        default="auto",
+        help="the head to build the model with; auto: the config's architectures (default)",
+    )
     plan.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     return parser
 
@@ -106,6 +118,7 @@ def _plan(arguments: argparse.Namespace) -> int:
         weight_decay=arguments.weight_decay,
         optim=arguments.optim,
         num_labels=arguments.num_labels,
+        task=arguments.task,
     )
     if arguments.format == "json":
         print(json.dumps(plan_to_data(plan), indent=2))

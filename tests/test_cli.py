@@ -236,3 +236,26 @@ def test_plan_checks_the_optimizer(tmp_path, capsys):
     assert "unknown key 'momentum': neither a spec key nor a hyperparameter of adamw_torch" in err
     status, _, _ = run(["plan", "--model", str(model_dir), "--spec", spec, "--optim", "sgd"], capsys)
     assert status == 0
+
+
+def test_plan_builds_the_head_the_task_names(tmp_path, capsys):
+    model_dir = tmp_path / "bert-pretrained"
+    config = tiny_models.CONFIGS["bert"]()[1]
+    config.architectures = ["BertForMaskedLM"]  # as a pretrained checkpoint's config says
+    config.save_pretrained(model_dir)
+    spec = '[{"name": "head", "match": "classifier.*"}]'
+    status, _, err = run(["plan", "--model", str(model_dir), "--spec", spec], capsys)
+    assert status == 2 and "matches no parameter of BertForMaskedLM" in err
+    status, out, _ = run(
+        ["plan", "--model", str(model_dir), "--spec", spec, "--task", "sequence-classification", "--num-labels", "5"],
+        capsys,
+    )
+    assert status == 0
+    assert out.splitlines()[2].split()[:3] == ["head", "2", "85"]  # 16 x 5 + 5
+
+
+def test_the_command_line_knows_every_task():
+    from layerwise_trainer.cli import TASKS
+    from layerwise_trainer.planning import TASKS as PLANNING_TASKS
+
+    assert tuple(PLANNING_TASKS) == TASKS
