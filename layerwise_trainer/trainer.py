@@ -41,6 +41,12 @@ class LayerwiseTrainerMixin:
         *args: The Trainer's positional arguments.
         **kwargs: The Trainer's keyword arguments.
 
+    Attributes:
+        param_groups_spec: The parsed spec, or None.
+        group_plan: The groups the spec gives for the model (:class:`~layerwise_trainer.GroupPlan`),
+            resolved when the trainer is built and again, for the wrapped model, in ``create_optimizer``.
+        group_lr_callback: The installed :class:`~layerwise_trainer.GroupLearningRateCallback`.
+
     Raises:
         SpecError: A problem with the spec, found as early as the model allows, or a spec given
             together with ``optimizers=`` or with a DeepSpeed config that builds its own optimizer.
@@ -70,7 +76,8 @@ class LayerwiseTrainerMixin:
             trainer, base_learning_rate=trainer.args.learning_rate
         )
         if trainer.model is not None:
-            self._plan_groups(trainer.model, *self._optimizer_cls_and_kwargs(trainer.model)).freeze_frozen_groups()
+            self.group_plan = self._plan_groups(trainer.model, *self._optimizer_cls_and_kwargs(trainer.model))
+            self.group_plan.freeze_frozen_groups()
 
     def _check_deepspeed_config(self) -> None:
         trainer: Trainer = self  # type: ignore[assignment]
@@ -130,7 +137,8 @@ class LayerwiseTrainerMixin:
         """The stock ``call_model_init``, with the spec's frozen groups frozen on the new model."""
         model = super().call_model_init(trial)  # type: ignore[misc]
         if self.param_groups_spec is not None:
-            self._plan_groups(model, *self._optimizer_cls_and_kwargs(model)).freeze_frozen_groups()
+            self.group_plan = self._plan_groups(model, *self._optimizer_cls_and_kwargs(model))
+            self.group_plan.freeze_frozen_groups()
         return model
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
