@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks " + " ".join(
         shlex.quote(item) for item in (argv if argv is not None else sys.argv[1:])
     )
-    env = environment(settings.device)
+    env = environment(settings.device, settings.scale)
     json_path, markdown_path = write_results(results, env, command.strip(), arguments.output_dir)
     print(render_markdown(results, env, command.strip()))
     print(f"written: {json_path}, {markdown_path}", file=sys.stderr)

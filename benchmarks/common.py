@@ -50,8 +50,16 @@ class Spread:
     def of(cls, samples: Sequence[float]) -> Spread:
         return cls(statistics.median(samples), min(samples), max(samples))
 
-    def text(self, unit: str = "s", scale: float = 1.0, digits: int = 3) -> str:
-        return f"{self.median * scale:.{digits}g} {unit} ({self.low * scale:.{digits}g}-{self.high * scale:.{digits}g})"
+    def text(self, unit: str = "s", scale: float = 1.0) -> str:
+        median, low, high = (_three_figures(value * scale) for value in (self.median, self.low, self.high))
+        return f"{median} {unit} ({low}-{high})"
+
+
+def _three_figures(value: float) -> str:
+    """Three significant figures, without exponents: 2810, 71.5, 0.0049."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ def timed(function: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def environment(device: str) -> dict[str, Any]:
+def environment(device: str, scale: str) -> dict[str, Any]:
     """The machine and software a run measured, for the report."""
     import torch
     import transformers
@@ -122,6 +130,7 @@ def environment(device: str) -> dict[str, Any]:
         hardware = _cpu_name()
     return {
         "date": datetime.date.today().isoformat(),
+        "scale": scale,
         "device": device,
         "hardware": hardware,
         "cpu_cores": os.cpu_count(),
@@ -171,10 +180,10 @@ def render_markdown(results: Sequence[BenchmarkResult], env: Mapping[str, Any], 
 def write_results(
     results: Sequence[BenchmarkResult], env: Mapping[str, Any], command: str, output_dir: str | os.PathLike[str]
 ) -> tuple[Path, Path]:
-    """Write ``<device>-<date>.json`` and ``.md`` into ``output_dir``; returns both paths."""
+    """Write ``<device>-<scale>-<date>.json`` and ``.md`` into ``output_dir``; returns both paths."""
     target = Path(output_dir)
     target.mkdir(parents=True, exist_ok=True)
-    stem = f"{env['device']}-{env['date']}"
+    stem = f"{env['device']}-{env['scale']}-{env['date']}"
     json_path, markdown_path = target / f"{stem}.json", target / f"{stem}.md"
     payload = {"command": command, "environment": dict(env), "results": [result.to_data() for result in results]}
     json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
