@@ -1,0 +1,267 @@
+"""Every code block in docs/ and the README runs.
+
+Each page runs top to bottom in a fresh directory, its Python blocks sharing one namespace like a notebook:
+
+- ```python blocks are executed; hub ids they name load tiny stand-ins built from configs (offline);
+- a ```text block marked ``<!-- test: output -->`` must equal what the Python block before it printed;
+- ```yaml blocks must parse, as a spec or a run config when they look like one;
+- ```bash blocks run their ``layerwise-trainer`` commands in-process (``train`` on a shrunk budget), write
+  their heredoc files, and skip ``pip install``;
+- a block marked ``<!-- test: parse-only (why) -->`` is only compiled, ``<!-- test: skip (why) -->`` not run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+import yaml
+
+from layerwise_trainer import parse_spec
+from layerwise_trainer.cli import main as cli_main
+from layerwise_trainer.japanese_tokenizer import build_japanese_tokenizer
+from layerwise_trainer.run_config import parse_run_config
+from layerwise_trainer.sentiment_data import generate_reviews, japanese_sentiment_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = [*sorted(path.relative_to(REPO).as_posix() for path in (REPO / "docs").rglob("*.md")), "README.md"]
+FENCE = re.compile(r"^```(\w*)\s*$")
+MARKER = re.compile(r"^<!-- test: (output|parse-only|skip)\b.*-->$")
+# `train` commands in the docs run on this budget: the same code, a few steps.
+SHRINK = [
+    "data.max_train_examples=48",
+    "data.max_eval_examples=16",
+    "training.num_train_epochs=1",
+    "training.save_strategy=no",
+    "training.load_best_model_at_end=false",
+    "training.report_to=none",
+    "training.disable_tqdm=true",
+]
+
+
+@dataclass
+class Block:
+    language: str
+    code: str
+    marker: str | None
+    line: int
+
+
+def blocks_of(page: str) -> list[Block]:
+    lines = (REPO / page).read_text(encoding="utf-8").splitlines()
+    found, index = [], 0
+    while index < len(lines):
+        fence = FENCE.match(lines[index])
+        if fence is None:
+            index += 1
+            continue
+        end = next(position for position in range(index + 1, len(lines)) if lines[position].startswith("```"))
+        previous = next((lines[position] for position in range(index - 1, -1, -1) if lines[position].strip()), "")
+        marker = MARKER.match(previous.strip())
+        found.append(Block(fence.group(1), "\n".join(lines[index + 1 : end]), marker and marker.group(1), index + 1))
+        index = end + 1
+    return found
+
+
+# ---- Offline stand-ins for the hub ids the docs name -------------------------------------------------
+
+STAND_INS = {
+    "cl-tohoku/bert-base-japanese-whole-word-masking": ("bert", "japanese"),
+    "bert-base-uncased": ("bert", "english"),
+    "roberta-base": ("roberta", "english"),
+    "microsoft/deberta-v3-base": ("deberta-v2", "english"),
+    "Qwen/Qwen2.5-0.5B": ("qwen2", None),
+    "google/vit-base-patch16-224-in21k": ("vit", None),
+}
+_SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
+def stand_in_config(model_id: str, vocab_size: int, **labels) -> transformers.PretrainedConfig:
+    family = STAND_INS[model_id][0]
+    if family == "bert":
+        config = transformers.BertConfig(vocab_size=vocab_size, max_position_embeddings=512, **_SMALL, **labels)
+        config.architectures = ["BertForMaskedLM"]
+    elif family == "roberta":
+        config = transformers.RobertaConfig(vocab_size=vocab_size, max_position_embeddings=514, **_SMALL, **labels)
+        config.architectures = ["RobertaForMaskedLM"]
+    elif family == "deberta-v2":
+        config = transformers.DebertaV2Config(
+            vocab_size=vocab_size, max_position_embeddings=512, relative_attention=True, position_buckets=8,
+            norm_rel_ebd="layer_norm", pos_att_type=["p2c", "c2p"], **_SMALL, **labels,
+        )  # fmt: skip
+        config.architectures = ["DebertaV2ForMaskedLM"]
+    elif family == "qwen2":
+        config = transformers.Qwen2Config(
+            vocab_size=vocab_size, num_key_value_heads=1, tie_word_embeddings=True, **_SMALL, **labels
+        )
+        config.architectures = ["Qwen2ForCausalLM"]
+    else:
+        config = transformers.ViTConfig(image_size=32, patch_size=8, **_SMALL, **labels)
+        config.architectures = ["ViTModel"]
+    return config
+
+
+@pytest.fixture(scope="module")
+def stand_in_tokenizers(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tokenizers")
+    texts = [row["text"] for row in generate_reviews(300)]
+    japanese = build_japanese_tokenizer(texts, directory / "ja", vocab_size=900)
+    words = ["the", "a", "movie", "was", "great", "bad", "good", "film", "not", "##s", "##ed", "##ing"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz"]
+    vocab += [f"##{letter}" for letter in "abcdefghijklmnopqrstuvwxyz"]
+    (directory / "en").mkdir()
+    (directory / "en" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    english = transformers.BertTokenizer(str(directory / "en" / "vocab.txt"))
+    return {"japanese": japanese, "english": english}
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, stand_in_tokenizers):
+    """Hub ids named in the docs load tiny stand-ins; any other name goes to the real loaders.
+
+    The Trainer's console printers are silenced too: an output block shows what the code prints.
+    """
+    for printer in (transformers.trainer_callback.ProgressCallback, transformers.trainer_callback.PrinterCallback):
+        monkeypatch.setattr(printer, "on_log", lambda self, *args, **kwargs: None)
+
+    def vocab_size(model_id: str) -> int:
+        tokenizer = STAND_INS[model_id][1]
+        return max(1024, len(stand_in_tokenizers[tokenizer])) if tokenizer else 1024
+
+    def patch_model_loader(auto_class):
+        original = auto_class.from_pretrained
+
+        def from_pretrained(name, *args, **kwargs):
+            if name not in STAND_INS:
+                return original(name, *args, **kwargs)
+            labels = {key: kwargs[key] for key in ("num_labels", "id2label", "label2id") if key in kwargs}
+            torch.manual_seed(0)
+            return auto_class.from_config(stand_in_config(name, vocab_size(name), **labels))
+
+        monkeypatch.setattr(auto_class, "from_pretrained", from_pretrained)
+
+    for auto_class in (
+        transformers.AutoModelForSequenceClassification,
+        transformers.AutoModelForCausalLM,
+        transformers.AutoModelForImageClassification,
+    ):
+        patch_model_loader(auto_class)
+
+    original_config = transformers.AutoConfig.from_pretrained
+    monkeypatch.setattr(
+        transformers.AutoConfig,
+        "from_pretrained",
+        lambda name, *args, **kwargs: (
+            stand_in_config(name, vocab_size(name)) if name in STAND_INS else original_config(name, *args, **kwargs)
+        ),
+    )
+    original_tokenizer = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(
+        transformers.AutoTokenizer,
+        "from_pretrained",
+        lambda name, *args, **kwargs: (
+            stand_in_tokenizers[STAND_INS[name][1]] if name in STAND_INS else original_tokenizer(name, *args, **kwargs)
+        ),
+    )
+    import datasets
+
+    original_load = datasets.load_dataset
+
+    def load_dataset(path, *args, **kwargs):
+        if path == "tyqiangz/multilingual-sentiments":
+            return japanese_sentiment_dataset(200)
+        return original_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+
+
+# ---- Running the blocks --------------------------------------------------------------------------------
+
+
+def run_python(block: Block, page: str, namespace: dict) -> str:
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(compile(block.code, f"{page}:{block.line}", "exec"), namespace)
+    return output.getvalue()
+
+
+def check_yaml(block: Block) -> None:
+    data = yaml.safe_load(block.code)
+    if isinstance(data, dict) and "model" in data:
+        parse_run_config(data)
+    elif isinstance(data, list) or (isinstance(data, dict) and {"groups", "layer_decay"} & set(data)):
+        parse_spec(data)
+
+
+def run_layerwise_trainer(command: str) -> int:
+    tolerant = "||" in command
+    argv = shlex.split(command.split("||")[0])[1:]
+    if argv[:1] == ["train"]:
+        if "--config" in argv:
+            position = argv.index("--config") + 1
+            if not Path(argv[position]).exists():
+                argv[position] = str(REPO / argv[position])
+        argv += [part for override in SHRINK for part in ("--set", override)]
+    try:
+        status = cli_main(argv)
+    except SystemExit as exit_:
+        status = exit_.code or 0
+    assert status == 0 or tolerant, f"`{command}` exited with {status}"
+    return status
+
+
+def run_bash(block: Block) -> None:
+    lines = block.code.splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index].split(" #")[0].strip()
+        index += 1
+        heredoc = re.fullmatch(r"cat > (\S+) <<'(\w+)'", line)
+        if heredoc:
+            end = lines.index(heredoc.group(2), index)
+            Path(heredoc.group(1)).write_text("\n".join(lines[index:end]) + "\n")
+            index = end + 1
+            continue
+        for command in filter(None, (part.strip() for part in line.split("&&"))):
+            if command.startswith("pip install"):
+                continue
+            assert command.startswith("layerwise-trainer"), f"the docs test cannot run `{command}`"
+            run_layerwise_trainer(command)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_code_block_runs(page, offline_hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__docs__"}
+    printed = None
+    for block in blocks_of(page):
+        where = f"{page}:{block.line}"
+        if block.marker == "skip":
+            continue
+        if block.marker == "parse-only":
+            if block.language == "python":
+                compile(block.code, where, "exec")
+            continue
+        if block.language == "python":
+            printed = run_python(block, page, namespace)
+        elif block.language == "text" and block.marker == "output":
+            assert printed is not None, f"{where}: an output block needs a Python block before it"
+            assert printed.rstrip("\n") == block.code, f"{where}: the block before printed:\n{printed}"
+        elif block.language == "yaml":
+            check_yaml(block)
+        elif block.language == "bash":
+            run_bash(block)
+
+
+def test_the_docs_have_code_to_run():
+    counts = {page: sum(block.language == "python" for block in blocks_of(page)) for page in PAGES}
+    assert counts["docs/index.md"] >= 3 and counts["docs/spec.md"] >= 4 and counts["README.md"] >= 1
+    outputs = sum(block.marker == "output" for page in PAGES for block in blocks_of(page))
+    assert outputs >= 10
