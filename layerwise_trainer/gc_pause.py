@@ -15,7 +15,10 @@ from contextlib import contextmanager
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Disable the cyclic garbage collector inside the block, and restore its state after it."""
+    """Disable the cyclic garbage collector inside the block, and restore its state after it.
+
+    Also a decorator: ``@gc_paused()``.
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     try:

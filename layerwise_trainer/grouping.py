@@ -398,6 +398,7 @@ class _GroupBuilder:
         )
 
 
+@gc_paused()
 def resolve_groups(
     model: nn.Module,
     spec: SpecSource,
@@ -431,30 +432,7 @@ def resolve_groups(
             parameters under ``unmatched: error``, layer decay without blocks, a hyperparameter the
             optimizer does not take, or no trainable parameter left.
     """
-    with gc_paused():
-        return _resolve(
-            model,
-            parse_spec(spec),
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            decay_parameter_names=decay_parameter_names,
-            optimizer_cls=optimizer_cls,
-            optimizer_kwargs=optimizer_kwargs,
-            optimizer_label=optimizer_label,
-        )
-
-
-def _resolve(
-    model: nn.Module,
-    spec: LayerwiseSpec,
-    *,
-    learning_rate: float,
-    weight_decay: float,
-    decay_parameter_names: Iterable[str] | None,
-    optimizer_cls: type[torch.optim.Optimizer] | None,
-    optimizer_kwargs: Mapping[str, Any] | None,
-    optimizer_label: str | None,
-) -> GroupPlan:
+    spec = parse_spec(spec)
     model_label = type(user_model(model)).__name__
     unwrapped = unwrap_data_parallel(model)
     modules = walk_modules(unwrapped)
