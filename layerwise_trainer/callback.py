@@ -13,6 +13,11 @@ _MISSING = object()
 GROUP_KEY_PREFIX = "learning_rate/"
 
 
+def _as_float(value: Any) -> float:
+    """A rate as a float: torchao and capturable optimizers keep rates as tensors."""
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
 def group_learning_rates(param_groups: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """Each param group's current learning rate, by name.
 
@@ -29,8 +34,7 @@ def group_learning_rates(param_groups: Iterable[Mapping[str, Any]]) -> dict[str,
     rates: dict[str, float] = {}
     for index, group in enumerate(param_groups):
         name = str(group.get("name", f"group_{index}"))
-        lr = group["lr"]
-        rate = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+        rate = _as_float(group["lr"])
         if name in rates and rates[name] != rate:
             name = f"{name}/group_{index}"
         rates.setdefault(name, rate)
@@ -47,10 +51,9 @@ def _schedule_factor(param_groups: Iterable[Mapping[str, Any]]) -> float | None:
         initial = group.get("initial_lr")
         if initial is None:
             continue
-        initial = float(initial.item() if isinstance(initial, torch.Tensor) else initial)
+        initial = _as_float(initial)
         if initial > 0:
-            lr = group["lr"]
-            return float(lr.item() if isinstance(lr, torch.Tensor) else lr) / initial
+            return _as_float(group["lr"]) / initial
     return None
 
 

@@ -24,13 +24,7 @@ from .errors import SpecError, did_you_mean
 from .gc_pause import gc_paused
 from .layers import LayerMap, detect_layers
 from .module_tree import named_parameters_of, walk_modules
-from .optimizers import (
-    check_optim_takes_groups,
-    check_optimizer_takes_groups,
-    optim_name,
-    optimizer_hyperparameters,
-    validate_group_options,
-)
+from .optimizers import optimizer_for_args, optimizer_hyperparameters, validate_group_options
 from .patterns import (
     MATCH_TIMEOUT_SECONDS,
     FirstMatch,
@@ -546,12 +540,7 @@ def build_param_groups(
     optimizer_kwargs: dict[str, Any] = {}
     label = None
     if optimizer_cls is None and args is not None:
-        from transformers import Trainer
-
-        check_optim_takes_groups(args.optim)
-        label = optim_name(args.optim)
-        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
-        check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, label)
+        optimizer_cls, optimizer_kwargs, label = optimizer_for_args(args, model)
     elif optimizer_cls is not None and "lr" in (optimizer_hyperparameters(optimizer_cls) or {}):
         optimizer_kwargs = {"lr": learning_rate}
     plan = resolve_groups(

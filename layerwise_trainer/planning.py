@@ -79,15 +79,13 @@ def plan_for_model(
     Raises:
         SpecError: Any problem with the spec.
     """
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
-    from .optimizers import check_optim_takes_groups, check_optimizer_takes_groups
+    from .optimizers import optimizer_for_args
 
     model = meta_model(name_or_path, num_labels, task)
-    check_optim_takes_groups(optim)
     args = TrainingArguments(output_dir="unused", optim=optim, learning_rate=learning_rate, report_to=[], use_cpu=True)
-    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
-    check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, optim)
+    optimizer_cls, optimizer_kwargs, label = optimizer_for_args(args, model)
     return resolve_groups(
         model,
         spec,
@@ -95,5 +93,5 @@ def plan_for_model(
         weight_decay=weight_decay,
         optimizer_cls=optimizer_cls,
         optimizer_kwargs=optimizer_kwargs,
-        optimizer_label=optim,
+        optimizer_label=label,
     )

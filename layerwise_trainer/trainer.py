@@ -17,7 +17,7 @@ from .distributed import check_same_on_every_rank, is_distributed
 from .errors import SpecError
 from .gc_pause import gc_paused
 from .grouping import GroupPlan, resolve_groups
-from .optimizers import check_optim_takes_groups, check_optimizer_takes_groups, optim_name
+from .optimizers import check_optimizer_takes_groups, optimizer_for_args
 from .scheduling import proportional_scheduler_kwargs
 from .spec import LayerwiseSpec, SpecSource, parse_spec
 
@@ -94,13 +94,10 @@ class LayerwiseTrainerMixin:
 
     def _optimizer_cls_and_kwargs(self, model: nn.Module) -> tuple[type[torch.optim.Optimizer], dict[str, Any], str]:
         trainer: Trainer = self  # type: ignore[assignment]
-        if trainer.optimizer_cls_and_kwargs is not None:
-            optimizer_cls, optimizer_kwargs = trainer.optimizer_cls_and_kwargs
-            label = getattr(optimizer_cls, "__name__", repr(optimizer_cls))
-        else:
-            check_optim_takes_groups(trainer.args.optim)
-            optimizer_cls, optimizer_kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, model)
-            label = optim_name(trainer.args.optim)
+        if trainer.optimizer_cls_and_kwargs is None:
+            return optimizer_for_args(trainer.args, model, trainer.get_optimizer_cls_and_kwargs)
+        optimizer_cls, optimizer_kwargs = trainer.optimizer_cls_and_kwargs
+        label = getattr(optimizer_cls, "__name__", repr(optimizer_cls))
         check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, label)
         return optimizer_cls, dict(optimizer_kwargs), label
 
