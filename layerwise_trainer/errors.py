@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+# reprlib visits at most `maxlist` items per level and `maxlevel` levels, so describing any value costs
+# bounded time and memory, even a YAML alias graph that would expand to billions of nodes.
+_BOUNDED_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_BOUNDED_REPR.maxlevel = 3
+_BOUNDED_REPR.maxlist = _BOUNDED_REPR.maxtuple = _BOUNDED_REPR.maxdict = _BOUNDED_REPR.maxset = 4
+_BOUNDED_REPR.maxstring = _BOUNDED_REPR.maxother = 40
+_DESCRIBED_LENGTH = 60
 
 
 class SpecError(ValueError):
@@ -59,3 +69,35 @@ def did_you_mean(word: str, candidates: Iterable[str], *, limit: int = 3) -> str
     if not matches:
         return ""
     return "; did you mean " + " or ".join(repr(match) for match in matches) + "?"
+
+
+def describe_value(value: Any) -> str:
+    """A short, bounded description of a value for an error message: ``'fast' (str)``.
+
+    The text is at most about 60 characters and is built without walking more than a few items of a
+    nested value, so it is safe on hostile input.
+
+    Example:
+        ```python
+        assert describe_value("fast") == "'fast' (str)"
+        ```
+    """
+    try:
+        text = _BOUNDED_REPR.repr(value)
+    except ValueError:  # an int of more digits than Python converts to text
+        text = f"<{value.bit_length()}-bit integer>" if isinstance(value, int) else "<unprintable>"
+    if len(text) > _DESCRIBED_LENGTH:
+        text = text[: _DESCRIBED_LENGTH - 3] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def some_names(names: Sequence[str], shown: int = 3) -> str:
+    """The first ``shown`` names, quoted, and how many more: ``'a', 'b', 'c' and 4 more``.
+
+    Example:
+        ```python
+        assert some_names(["a", "b", "c", "d"], shown=2) == "'a', 'b' and 2 more"
+        ```
+    """
+    text = ", ".join(repr(name) for name in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
