@@ -265,3 +265,22 @@ def test_the_docs_have_code_to_run():
     assert counts["docs/index.md"] >= 3 and counts["docs/spec.md"] >= 4 and counts["README.md"] >= 1
     outputs = sum(block.marker == "output" for page in PAGES for block in blocks_of(page))
     assert outputs >= 10
+
+
+# ---- What the pages say agrees with the code and with each other ----------------------------------------
+
+EXAMPLE_FILES = sorted(path.relative_to(REPO).as_posix() for path in (REPO / "examples").glob("*.yaml"))
+# "the top block learns at the base rate", "gives the top of an encoder the full rate": the code gives the
+# top block (id L) `layer_decay` times the group's rate; only what sits after the last block keeps the full rate.
+TOP_AT_FULL_RATE = re.compile(r"\btop\b[^.;,]{0,50}?(?<!x )(?<!times )\bthe (?:full|base) rate", re.IGNORECASE)
+
+
+def prose_of(path: str) -> str:
+    """The text of a page or example with its line breaks (and YAML comment marks) joined into spaces."""
+    return re.sub(r"\s*\n\s*#?\s*", " ", (REPO / path).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("path", [*PAGES, *EXAMPLE_FILES])
+def test_no_page_says_the_top_block_learns_at_the_full_rate(path):
+    claims = TOP_AT_FULL_RATE.findall(prose_of(path))
+    assert not claims, f"{path} says the top block learns at the full rate (it gets layer_decay x the rate): {claims}"
