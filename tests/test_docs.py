@@ -284,3 +284,17 @@ def prose_of(path: str) -> str:
 def test_no_page_says_the_top_block_learns_at_the_full_rate(path):
     claims = TOP_AT_FULL_RATE.findall(prose_of(path))
     assert not claims, f"{path} says the top block learns at the full rate (it gets layer_decay x the rate): {claims}"
+
+
+# A measured ratio: "3.59x", or a whole number that says faster or slower ("37x faster"). Rate factors in specs
+# ("10x the base rate", "16x") are settings, not measurements.
+MEASURED_RATIO = re.compile(r"\b\d+\.\d+x\b|\b\d+x(?=\** (?:faster|slower)\b)")
+BENCHMARKS_PAGE = "docs/benchmarks.md"
+
+
+@pytest.mark.parametrize("path", [page for page in [*PAGES, *EXAMPLE_FILES] if page != BENCHMARKS_PAGE])
+def test_measured_ratios_are_quoted_from_the_benchmarks_page(path):
+    measured = set(MEASURED_RATIO.findall((REPO / BENCHMARKS_PAGE).read_text(encoding="utf-8")))
+    quoted = MEASURED_RATIO.findall((REPO / path).read_text(encoding="utf-8"))
+    unmeasured = sorted(set(quoted) - measured)
+    assert not unmeasured, f"{path} quotes {unmeasured}, not on {BENCHMARKS_PAGE} (it has {sorted(measured)})"
