@@ -4,6 +4,13 @@ This is the tokenizer family of ``cl-tohoku/bert-base-japanese-whole-word-maskin
 ``BertJapaneseTokenizer`` with ``word_tokenizer_type="mecab"`` and ipadic. Its WordPiece vocabulary is
 learnt from the given texts with the ``tokenizers`` library's trainer, over the same MeCab words the
 tokenizer produces, so every training word is covered.
+
+The vocabulary is the same in every process. Left to itself, the trainer numbers the continuation
+pieces (`##x`) in the iteration order of a Rust `HashMap`, which is seeded afresh in each process, and
+breaks ties between equally frequent pairs by those numbers: three runs on the built-in data gave three
+different vocabularies (different pieces, not only a different order). Every continuation piece is
+therefore handed to the trainer up front, in code-point order, so that every id, and with them every
+tie, is fixed before training.
 """
 
 from __future__ import annotations
@@ -31,36 +38,30 @@ def train_wordpiece_vocab(texts: Iterable[str], vocab_size: int = 8000, min_freq
         min_frequency: How often a merge must occur to be learnt.
 
     Returns:
-        The vocabulary in id order, special tokens first.
+        The vocabulary in id order: the special tokens, every character of the corpus as a continuation
+        (`##x`) and alone, both in code-point order, then the learnt pieces. The same texts give the same
+        list in every process.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     mecab = _mecab_word_tokenizer()
+    lines = [" ".join(mecab.tokenize(text)) for text in texts]
+    characters = sorted(set("".join(lines)) - {" "})
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
+        # Every character as a continuation, numbered in a fixed order (see the module docstring). With
+        # the alphabet, which the trainer always keeps whole, an unseen word made of seen characters
+        # becomes pieces rather than one [UNK].
+        special_tokens=[*SPECIAL_TOKENS, *(f"##{character}" for character in characters)],
         continuing_subword_prefix="##",
         show_progress=False,
     )
-    characters: dict[str, None] = {}
-
-    def words() -> Iterable[str]:
-        for text in texts:
-            tokens = mecab.tokenize(text)
-            characters.update(dict.fromkeys("".join(tokens)))
-            yield " ".join(tokens)
-
-    tokenizer.train_from_iterator(words(), trainer)
+    tokenizer.train_from_iterator(lines, trainer)
     vocab = tokenizer.get_vocab()
-    ordered = sorted(vocab, key=vocab.__getitem__)
-    # Every character of the corpus, as a word start and as a continuation: an unseen word made of
-    # seen characters becomes pieces rather than one [UNK].
-    known = set(ordered)
-    ordered += [piece for char in characters for piece in (char, f"##{char}") if piece not in known]
-    return ordered
+    return sorted(vocab, key=vocab.__getitem__)
 
 
 def build_japanese_tokenizer(

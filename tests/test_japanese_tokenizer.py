@@ -17,6 +17,21 @@ def test_vocabulary_starts_with_the_special_tokens_and_holds_mecab_words():
     assert len(vocab) == len(set(vocab))
 
 
+def test_the_vocabulary_is_the_same_at_every_build():
+    # The trainer alone numbers `##` pieces in a HashMap's order, seeded afresh for every map, and breaks
+    # ties between equally frequent pairs by those numbers: three builds gave three vocabularies.
+    vocabs = {tuple(train_wordpiece_vocab(TEXTS, vocab_size=2000)) for _ in range(3)}
+    assert len(vocabs) == 1
+
+
+def test_the_vocabulary_lists_continuations_then_characters_in_code_point_order():
+    vocab = train_wordpiece_vocab(TEXTS, vocab_size=2000)
+    characters = sorted(set("".join(piece for piece in vocab if len(piece) == 1)))
+    start = len(SPECIAL_TOKENS)
+    assert vocab[start : start + len(characters)] == [f"##{character}" for character in characters]
+    assert vocab[start + len(characters) : start + 2 * len(characters)] == characters
+
+
 def test_tokenizer_splits_into_mecab_words_and_round_trips(tmp_path):
     tokenizer = build_japanese_tokenizer(TEXTS, tmp_path / "tok", vocab_size=2000)
     assert isinstance(tokenizer, BertJapaneseTokenizer)
