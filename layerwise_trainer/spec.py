@@ -1,13 +1,14 @@
 """The declarative param-group spec: typed, frozen dataclasses and the parser that builds them.
 
 A spec arrives as Python objects, a list of group dicts, a dict with top-level keys, a YAML/JSON file
-or a JSON string. :func:`parse_spec` turns any of them into a :class:`LayerwiseSpec` or raises a
-:class:`~layerwise_trainer.SpecError` that names where the problem is. Code after this boundary does
+or a JSON string. `parse_spec` turns any of them into a `LayerwiseSpec` or raises a
+`SpecError` that names where the problem is. Code after this boundary does
 not check the spec again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -19,9 +20,9 @@ from typing import Any, Literal
 
 import regex
 
-from .documents import DocumentError, load_document, parse_json
-from .errors import SpecError, did_you_mean
-from .patterns import compile_pattern
+from .documents import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
+from .errors import SpecError, describe_value, did_you_mean
+from .patterns import compile_pattern, is_exact_name
 
 GROUP_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 DEFAULT_GROUP_NAME = "default"
@@ -31,38 +32,44 @@ UNMATCHED_POLICIES = ("default", "error")
 # Keys that torch or the LR scheduler set on a param group themselves.
 RESERVED_OPTION_KEYS = ("params", "initial_lr")
 
+# Limits that keep a hostile spec from taking minutes or gigabytes; each is far above a real spec. Every
+# parameter name of a 50,000-tensor model, listed explicitly in YAML, is about 2.5 MB and 50,000 patterns.
+# Size of a spec's text (a file or a JSON string), checked before it is read or parsed. libyaml reads
+# 4 MiB of YAML in about 0.6 s (the pure-Python loader, used without libyaml, in about 5 s).
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+MAX_GROUPS = 10_000
+# Patterns of all groups together; an exact parameter name costs one dict entry.
+MAX_PATTERNS = 100_000
+# Globs and regular expressions of all groups together: each is compiled and tried on every name.
+MAX_WILDCARD_PATTERNS = 2_000
+# Far above any model's block count, and low enough that num_layers cannot name a 301-digit sub-group.
+MAX_NUM_LAYERS = 10_000
+
 _NUMBER_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
 
 
 def _number(value: Any, key: str, *, expected: str = "a finite number >= 0") -> float:
     """``value`` as a float: numbers as they are, numeric text such as YAML's ``"2e-5"`` parsed."""
     if isinstance(value, bool):
-        raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,))
+        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=(key,))
     try:
         if isinstance(value, (int, float)):
             number = float(value)
         elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
             number = float(value.strip())
         else:
-            raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,))
+            raise SpecError(f"expected {expected}, got {describe_value(value)}", path=(key,))
     except OverflowError:
-        raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,)) from None
+        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=(key,)) from None
     if not math.isfinite(number):
-        raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,))
+        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=(key,))
     return number
 
 
 def _non_negative(value: Any, key: str) -> float:
     number = _number(value, key)
     if number < 0:
-        raise SpecError(f"expected a finite number >= 0, got {_describe(value)}", path=(key,))
+        raise SpecError(f"expected a finite number >= 0, got {describe_value(value)}", path=(key,))
     return number
 
 
@@ -70,15 +77,15 @@ def _layer_decay(value: Any, key: str = "layer_decay") -> float:
     expected = "a number in (0, 1]"
     number = _number(value, key, expected=expected)
     if not 0 < number <= 1:
-        raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,))
+        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=(key,))
     return number
 
 
-def _positive_int(value: Any, key: str) -> int:
-    expected = "a whole number >= 1"
+def _positive_int(value: Any, key: str, maximum: int) -> int:
+    expected = f"a whole number from 1 to {maximum:,}"
     number = _number(value, key, expected=expected)
-    if number < 1 or number != int(number):
-        raise SpecError(f"expected {expected}, got {_describe(value)}", path=(key,))
+    if not 1 <= number <= maximum or number != int(number):
+        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=(key,))
     return int(number)
 
 
@@ -91,15 +98,36 @@ def _patterns(value: Any) -> tuple[str, ...]:
         items = value
         paths = [("match", f"[{index}]") for index in range(len(value))]
     else:
-        raise SpecError(f"expected {expected}, got {_describe(value)}", path=("match",))
+        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=("match",))
+    _check_pattern_counts(len(items), _count_wildcards(items))
     for item, path in zip(items, paths, strict=True):
         if not isinstance(item, str) or not item.strip():
-            raise SpecError(f"expected {expected}, got {_describe(item)}", path=path)
+            raise SpecError(f"expected {expected}, got {describe_value(item)}", path=path)
+        if is_exact_name(item):
+            continue  # an exact name is a dict key when matching: nothing to compile
         try:
             compile_pattern(item)
         except (re.error, regex.error) as error:
             raise SpecError(f"invalid regular expression {item!r}: {error}", path=path) from None
     return tuple(items)
+
+
+def _count_wildcards(patterns: Sequence[Any]) -> int:
+    return sum(1 for pattern in patterns if not (isinstance(pattern, str) and is_exact_name(pattern)))
+
+
+def _check_pattern_counts(patterns: int, wildcards: int) -> None:
+    """Refuse more patterns, or more globs and regular expressions, than the limits allow (in `match`)."""
+    if patterns > MAX_PATTERNS:
+        raise SpecError(
+            f"{patterns:,} patterns in all, more than the {MAX_PATTERNS:,} allowed (MAX_PATTERNS)", path=("match",)
+        )
+    if wildcards > MAX_WILDCARD_PATTERNS:
+        raise SpecError(
+            f"{wildcards:,} globs and regular expressions in all, more than the {MAX_WILDCARD_PATTERNS:,} allowed "
+            "(MAX_WILDCARD_PATTERNS); list exact parameter names instead",
+            path=("match",),
+        )
 
 
 def _option_value(value: Any, key: str) -> Any:
@@ -109,7 +137,7 @@ def _option_value(value: Any, key: str) -> Any:
         for index, item in enumerate(value):
             if isinstance(item, (list, tuple, dict)):
                 raise SpecError(
-                    f"expected a number, string, boolean or a flat list of them, got {_describe(value)}",
+                    f"expected a number, string, boolean or a flat list of them, got {describe_value(value)}",
                     path=(key, f"[{index}]"),
                 )
             items.append(_option_value(item, key))
@@ -117,10 +145,12 @@ def _option_value(value: Any, key: str) -> Any:
     if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
         return float(value.strip())
     if isinstance(value, float) and not math.isfinite(value):
-        raise SpecError(f"expected a finite value, got {_describe(value)}", path=(key,))
+        raise SpecError(f"expected a finite value, got {describe_value(value)}", path=(key,))
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise SpecError(f"expected a number, string, boolean or a flat list of them, got {_describe(value)}", path=(key,))
+    raise SpecError(
+        f"expected a number, string, boolean or a flat list of them, got {describe_value(value)}", path=(key,)
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +170,7 @@ class GroupSpec:
         layer_decay: Layer-wise LR decay ratio in (0, 1]; the spec's top-level value when not given.
             1 turns decay off for this group.
         num_layers: The number of transformer blocks ``L`` to decay over, instead of the number
-            detected in the model.
+            detected in the model; at most `MAX_NUM_LAYERS` (10,000).
         options: Further optimizer hyperparameters (``betas``, ``eps``, ``momentum``...), passed to
             the param group.
 
@@ -171,7 +201,7 @@ class GroupSpec:
     def _normalise(self) -> None:
         set_field = object.__setattr__
         if not isinstance(self.name, str) or not GROUP_NAME_PATTERN.fullmatch(self.name):
-            raise SpecError(f"expected a name made of [A-Za-z0-9_.-], got {_describe(self.name)}", path=("name",))
+            raise SpecError(f"expected a name made of [A-Za-z0-9_.-], got {describe_value(self.name)}", path=("name",))
         if self.name == DEFAULT_GROUP_NAME:
             raise SpecError(
                 f"the name {DEFAULT_GROUP_NAME!r} is reserved for the parameters no group matches; "
@@ -185,23 +215,30 @@ class GroupSpec:
             if getattr(self, key) is not None:
                 set_field(self, key, _non_negative(getattr(self, key), key))
         if not isinstance(self.freeze, bool):
-            raise SpecError(f"expected true or false, got {_describe(self.freeze)}", path=("freeze",))
+            raise SpecError(f"expected true or false, got {describe_value(self.freeze)}", path=("freeze",))
         if self.layer_decay is not None:
             set_field(self, "layer_decay", _layer_decay(self.layer_decay))
         if self.num_layers is not None:
-            set_field(self, "num_layers", _positive_int(self.num_layers, "num_layers"))
+            set_field(self, "num_layers", _positive_int(self.num_layers, "num_layers", MAX_NUM_LAYERS))
         if not isinstance(self.options, Mapping):
-            raise SpecError(f"expected a mapping, got {_describe(self.options)}", path=("options",))
+            raise SpecError(f"expected a mapping, got {describe_value(self.options)}", path=("options",))
         options = {}
         for key, value in self.options.items():
             if not isinstance(key, str):
-                raise SpecError(f"keys must be strings, got {_describe(key)}")
+                raise SpecError(f"keys must be strings, got {describe_value(key)}")
             if key in GROUP_KEYS:
                 raise SpecError(f"{key!r} is a spec key; set it as a field, not as an optimizer option", path=(key,))
             if key in RESERVED_OPTION_KEYS:
                 raise SpecError(f"{key!r} is set by the optimizer and scheduler and cannot be given", path=(key,))
             options[key] = _option_value(value, key)
         set_field(self, "options", MappingProxyType(options))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A mappingproxy neither pickles nor deep-copies; the options travel as a plain dict.
+        return {**self.__dict__, "options": dict(self.options)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, options=MappingProxyType(dict(state["options"])))
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -263,13 +300,23 @@ class LayerwiseSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.groups, (str, bytes, Mapping)) or not isinstance(self.groups, Sequence):
-            raise SpecError(f"expected a list of groups, got {_describe(self.groups)}", path=("groups",))
-        groups = []
-        for index, group in enumerate(self.groups):
-            if isinstance(group, Mapping):
-                group = _group_from_mapping(group, index)
-            elif not isinstance(group, GroupSpec):
-                raise SpecError(f"expected a group mapping, got {_describe(group)}", path=(f"groups[{index}]",))
+            raise SpecError(f"expected a list of groups, got {describe_value(self.groups)}", path=("groups",))
+        if len(self.groups) > MAX_GROUPS:
+            raise SpecError(
+                f"{len(self.groups):,} groups, more than the {MAX_GROUPS:,} allowed (MAX_GROUPS)", path=("groups",)
+            )
+        groups: list[GroupSpec] = []
+        patterns = wildcards = 0
+        for index, raw in enumerate(self.groups):
+            try:
+                patterns += _pattern_count(raw)  # before building the group, so its patterns are not compiled
+                _check_pattern_counts(patterns, wildcards)
+                group = _group_from(raw, index)
+                wildcards += _count_wildcards(group.patterns)
+                _check_pattern_counts(patterns, wildcards)
+            except SpecError as error:
+                name = raw.get("name") if isinstance(raw, Mapping) else getattr(raw, "name", None)
+                raise error.within(f"groups[{index}]", group=name if isinstance(name, str) else None) from None
             groups.append(group)
         object.__setattr__(self, "groups", tuple(groups))
         seen: dict[str, int] = {}
@@ -284,12 +331,12 @@ class LayerwiseSpec:
             object.__setattr__(self, "layer_decay", _layer_decay(self.layer_decay))
         if self.unmatched not in UNMATCHED_POLICIES:
             raise SpecError(
-                f"expected one of {', '.join(map(repr, UNMATCHED_POLICIES))}, got {_describe(self.unmatched)}",
+                f"expected one of {', '.join(map(repr, UNMATCHED_POLICIES))}, got {describe_value(self.unmatched)}",
                 path=("unmatched",),
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as a plain dict that :func:`parse_spec` reads back to an equal spec."""
+        """The spec as a plain dict that `parse_spec` reads back to an equal spec."""
         result: dict[str, Any] = {"groups": [group.to_dict() for group in self.groups]}
         if self.layer_decay is not None:
             result["layer_decay"] = self.layer_decay
@@ -298,30 +345,41 @@ class LayerwiseSpec:
         return result
 
 
-def _group_from_mapping(raw: Mapping[Any, Any], index: int) -> GroupSpec:
-    where = f"groups[{index}]"
+def _pattern_count(raw: Any) -> int:
+    """How many patterns a group (a mapping or a `GroupSpec`) gives, without validating them."""
+    match = raw.get("match") if isinstance(raw, Mapping) else getattr(raw, "match", None)
+    return len(match) if isinstance(match, (list, tuple)) else 1
+
+
+def _group_from(raw: Any, index: int) -> GroupSpec:
+    """A `GroupSpec` from one item of `groups`; errors are located inside the group."""
+    if isinstance(raw, GroupSpec):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"expected a group mapping, got {describe_value(raw)}")
+    return _group_from_mapping(raw)
+
+
+def _group_from_mapping(raw: Mapping[Any, Any]) -> GroupSpec:
     name = raw.get("name")
     group = name if isinstance(name, str) else None
     for key in raw:
         if not isinstance(key, str):
-            raise SpecError(f"keys must be strings, got {_describe(key)}", path=(where,), group=group)
+            raise SpecError(f"keys must be strings, got {describe_value(key)}", group=group)
     for required in ("name", "match"):
         if required not in raw:
             close = difflib.get_close_matches(required, [key for key in raw if key not in GROUP_KEYS], n=1)
             hint = f"; is {close[0]!r} a misspelling of it?" if close else ""
-            raise SpecError(f"missing required key {required!r}{hint}", path=(where,), group=group)
+            raise SpecError(f"missing required key {required!r}{hint}", group=group)
     known = {key: raw[key] for key in GROUP_KEYS if key in raw}
     options = {key: value for key, value in raw.items() if key not in GROUP_KEYS}
-    try:
-        return GroupSpec(**known, options=options)
-    except SpecError as error:
-        raise error.within(where) from None
+    return GroupSpec(**known, options=options)
 
 
 def _spec_from_mapping(raw: Mapping[Any, Any]) -> LayerwiseSpec:
     for key in raw:
         if not isinstance(key, str):
-            raise SpecError(f"top-level keys must be strings, got {_describe(key)}")
+            raise SpecError(f"top-level keys must be strings, got {describe_value(key)}")
         if key not in TOP_LEVEL_KEYS:
             hint = did_you_mean(key, TOP_LEVEL_KEYS) or "."
             if hint == "." and key in GROUP_KEYS:
@@ -331,7 +389,7 @@ def _spec_from_mapping(raw: Mapping[Any, Any]) -> LayerwiseSpec:
     if groups is None:
         groups = ()
     if not isinstance(groups, (list, tuple)):
-        raise SpecError(f"expected a list of groups, got {_describe(groups)}", path=("groups",))
+        raise SpecError(f"expected a list of groups, got {describe_value(groups)}", path=("groups",))
     return LayerwiseSpec(
         groups=groups,
         layer_decay=raw.get("layer_decay"),
@@ -343,10 +401,10 @@ SpecSource = LayerwiseSpec | Sequence[Any] | Mapping[str, Any] | str | os.PathLi
 
 
 def parse_spec(source: SpecSource) -> LayerwiseSpec:
-    """Turn any accepted form of a spec into a :class:`LayerwiseSpec`.
+    """Turn any accepted form of a spec into a `LayerwiseSpec`.
 
     Args:
-        source: A :class:`LayerwiseSpec`; a list of group dicts or :class:`GroupSpec` objects; a
+        source: A `LayerwiseSpec`; a list of group dicts or `GroupSpec` objects; a
             dict ``{"groups": [...], "layer_decay": ..., "unmatched": ...}``; a path (``str`` or
             ``os.PathLike``) to a ``.yaml``/``.yml``/``.json`` file holding either; or a JSON string
             (text starting with ``[`` or ``{``).
@@ -355,7 +413,9 @@ def parse_spec(source: SpecSource) -> LayerwiseSpec:
         The validated, frozen spec.
 
     Raises:
-        SpecError: Anything wrong with the spec, located (``groups[1].lr``) and explained.
+        SpecError: Anything wrong with the spec, located (``groups[1].lr``) and explained; a spec over
+            one of the limits (`MAX_SPEC_BYTES`, `MAX_GROUPS`, `MAX_PATTERNS`, `MAX_WILDCARD_PATTERNS`,
+            and `MAX_YAML_NODES` for YAML), checked before the text is parsed where possible.
 
     Example:
         ```python
@@ -368,8 +428,13 @@ def parse_spec(source: SpecSource) -> LayerwiseSpec:
     """
     if isinstance(source, LayerwiseSpec):
         return source
+    if isinstance(source, str) and not _is_json_text(source) and not _has_document_suffix(source):
+        raise SpecError(
+            "expected a path to a .yaml, .yml or .json file, or a JSON string starting with '[' or '{', "
+            f"got {describe_value(source)}"
+        )
     if isinstance(source, (str, os.PathLike)):
-        label = _source_label(source)
+        label = "param_groups JSON string" if _is_json_text(source) else os.fspath(source)
         try:
             return _spec_from_data(_read_spec_text_or_file(source))
         except SpecError as error:
@@ -377,10 +442,12 @@ def parse_spec(source: SpecSource) -> LayerwiseSpec:
     return _spec_from_data(source)
 
 
-def _source_label(source: str | os.PathLike[str]) -> str:
-    if isinstance(source, str) and source.lstrip()[:1] in ("[", "{"):
-        return "param_groups JSON string"
-    return os.fspath(source)
+def _is_json_text(source: str | os.PathLike[str]) -> bool:
+    return isinstance(source, str) and source.lstrip()[:1] in ("[", "{")
+
+
+def _has_document_suffix(path: str) -> bool:
+    return path.lower().endswith(YAML_SUFFIXES + JSON_SUFFIXES)
 
 
 def _spec_from_data(source: Any) -> LayerwiseSpec:
@@ -390,14 +457,22 @@ def _spec_from_data(source: Any) -> LayerwiseSpec:
         return LayerwiseSpec(groups=source)
     raise SpecError(
         "expected a spec: a list of groups, a mapping with 'groups', a path to a YAML/JSON file, "
-        f"a JSON string or a LayerwiseSpec, got {_describe(source)}"
+        f"a JSON string or a LayerwiseSpec, got {describe_value(source)}"
     )
 
 
 def _read_spec_text_or_file(source: str | os.PathLike[str]) -> Any:
     try:
-        if isinstance(source, str) and source.lstrip()[:1] in ("[", "{"):
-            return parse_json(source, _source_label(source))
+        if _is_json_text(source):
+            _check_spec_size(len(source.encode("utf-8")))
+            return parse_json(source, "param_groups JSON string")
+        with contextlib.suppress(OSError):  # a missing or unreadable file: load_document says which
+            _check_spec_size(os.stat(source).st_size)
         return load_document(source)
     except DocumentError as error:
         raise SpecError(error.detail) from None
+
+
+def _check_spec_size(size: int) -> None:
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} allowed (MAX_SPEC_BYTES)")

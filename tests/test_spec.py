@@ -162,7 +162,7 @@ def test_learning_rate_and_frozen():
         ({"layer_decay": 1.5}, "layer_decay: expected a number in (0, 1], got 1.5 (float)"),
         (
             [{"name": "head", "match": "c.*", "num_layers": 2.5}],
-            "groups[0].num_layers (group 'head'): expected a whole number >= 1, got 2.5 (float)",
+            "groups[0].num_layers (group 'head'): expected a whole number from 1 to 10,000, got 2.5 (float)",
         ),
         (
             [{"name": "head", "match": "c.*", "freeze": "yes"}],
