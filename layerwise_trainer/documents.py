@@ -215,8 +215,9 @@ def parse_yaml(text: str, source: str) -> Any:
             return _load_with(_LibyamlLoader, text)
         except _NodeGraphError as error:
             raise DocumentError(source, str(error)) from None
-        except Exception:  # read it again below, for PyYAML's fuller, marked message
-            pass
+        except Exception as error:  # read again below, for PyYAML's fuller, marked message
+            if "maximum nesting depth" in str(error):  # which the pure-Python loader takes seconds to give
+                raise DocumentError(source, "the YAML document nests too deeply") from None
     try:
         return _load_with(_PythonLoader, text)
     except _NodeGraphError as error:
