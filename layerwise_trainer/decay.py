@@ -3,7 +3,7 @@
 ``Trainer.get_decay_parameter_names`` (transformers 5) excludes the parameters of ``nn.LayerNorm``
 modules and every parameter whose lower-cased name matches ``bias``, ``layernorm``, ``rmsnorm``, a
 ``norm`` segment or a ``_norm`` suffix. It walks the module tree re-joining names at every depth;
-:func:`decay_parameter_names` gives the same set in a single pass over ``named_modules``.
+`decay_parameter_names` gives the same set in a single pass over ``named_modules``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def decay_parameter_names(model: nn.Module) -> set[str]:
 
 
 def decay_names_in(modules: list[tuple[str, nn.Module]]) -> set[str]:
-    """:func:`decay_parameter_names` over an already walked module tree."""
+    """`decay_parameter_names` over an already walked module tree."""
     names: set[str] = set()
     for module_name, module in modules:
         if isinstance(module, nn.LayerNorm):
@@ -79,7 +79,7 @@ def _probe_model() -> nn.Module:
 
 @functools.cache
 def matches_stock_rule(stock_rule: Callable[[nn.Module], Iterable[str]]) -> bool:
-    """Whether :func:`decay_parameter_names` gives what ``stock_rule`` gives on a probe model.
+    """Whether `decay_parameter_names` gives what ``stock_rule`` gives on a probe model.
 
     The installed transformers' rule may differ from the one this module knows (older releases did
     not exclude ``norm`` parameters outside ``nn.LayerNorm``); the fast path is used only when the

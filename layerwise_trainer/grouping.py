@@ -1,9 +1,9 @@
 """Resolving a spec against a model: which parameter goes to which optimizer param group.
 
-:func:`resolve_groups` is the pure core: it reads the model's parameter names and ``requires_grad``
-flags and returns a :class:`GroupPlan`, changing neither the model nor the spec.
-:func:`build_param_groups` turns a plan into the list of dicts a torch optimizer takes, for custom
-training loops; :class:`~layerwise_trainer.LayerwiseTrainer` wires the same functions into
+`resolve_groups` is the pure core: it reads the model's parameter names and ``requires_grad``
+flags and returns a `GroupPlan`, changing neither the model nor the spec.
+`build_param_groups` turns a plan into the list of dicts a torch optimizer takes, for custom
+training loops; `LayerwiseTrainer` wires the same functions into
 ``create_optimizer``.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,6 +29,7 @@ from .optimizers import optimizer_for_args, optimizer_hyperparameters, validate_
 from .patterns import (
     MATCH_TIMEOUT_SECONDS,
     FirstMatch,
+    NamePattern,
     PatternTimeout,
     compile_pattern,
     unwrap_data_parallel,
@@ -72,7 +74,10 @@ class PlannedGroup:
     frozen: bool
     layer_id: int | None = None
     no_decay: bool = False
-    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_OPTIONS)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
 
 @dataclass(frozen=True)
@@ -236,15 +241,16 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
         claimed_by[id(tensor)] = group_index
         used.add(position)
 
+    by_alias: dict[str, _Tensor] = {}
     for position, (group_index, pattern_index, pattern) in enumerate(compiled):
         if position in used:
             continue
         group = spec.groups[group_index]
-        alone = FirstMatch([pattern])
-        try:
-            hits = [tensor for tensor in tensors if alone.index(tensor.aliases) is not None]
-        except PatternTimeout:
-            raise _timeout_error(spec, group_index, pattern_index) from None
+        if pattern.is_exact:
+            by_alias = by_alias or {alias: tensor for tensor in tensors for alias in tensor.aliases}
+            hits = [by_alias[pattern.text]] if pattern.text in by_alias else []
+        else:
+            hits = _tensors_matching(pattern, tensors, spec, group_index, pattern_index)
         if not hits:
             text = group.patterns[pattern_index]
             hint = did_you_mean(text, _name_shapes(alias for tensor in tensors for alias in tensor.aliases))
@@ -264,6 +270,16 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
     return members
 
 
+def _tensors_matching(
+    pattern: NamePattern, tensors: Sequence[_Tensor], spec: LayerwiseSpec, group_index: int, pattern_index: int
+) -> list[_Tensor]:
+    alone = FirstMatch([pattern])
+    try:
+        return [tensor for tensor in tensors if alone.index(tensor.aliases) is not None]
+    except PatternTimeout:
+        raise _timeout_error(spec, group_index, pattern_index) from None
+
+
 @dataclass(frozen=True)
 class _Settings:
     """How one spec group (or the default group) is optimised, with its base values filled in."""
@@ -281,15 +297,38 @@ class _Settings:
     def of_group(
         cls, group: GroupSpec, index: int, base_lr: float, base_wd: float, layer_decay: float | None
     ) -> _Settings:
+        lr = group.learning_rate(base_lr)
+        if group.lr_scale is not None and not group.is_frozen:
+            _check_scaled_rate(lr, group.lr_scale, base_lr, where=(f"groups[{index}]", "lr_scale"), group=group.name)
         return cls(
             name=group.name,
-            lr=group.learning_rate(base_lr),
+            lr=lr,
             weight_decay=base_wd if group.weight_decay is None else group.weight_decay,
             frozen=group.is_frozen,
             layer_decay=layer_decay if group.layer_decay is None else group.layer_decay,
             num_layers=group.num_layers,
             options=group.options,
             where=(f"groups[{index}]",),
+        )
+
+
+_FREEZE_HINT = (
+    "to freeze parameters, say so: freeze: true (a trainable group at rate 0 keeps optimizer state for "
+    "parameters that never change)"
+)
+
+
+def _check_scaled_rate(lr: float, scale: float, base_lr: float, *, where: tuple[str, ...], group: str) -> None:
+    """Refuse `lr_scale` x base rate when the product overflows to infinity or underflows to 0."""
+    if not math.isfinite(lr):
+        raise SpecError(
+            f"the learning rate {scale:g} x {base_lr:g} is not a finite number; expected a rate a float can hold",
+            path=where,
+            group=group,
+        )
+    if lr == 0 and scale > 0 and base_lr > 0:
+        raise SpecError(
+            f"the learning rate {scale:g} x {base_lr:g} underflows to 0; {_FREEZE_HINT}", path=where, group=group
         )
 
 
@@ -328,6 +367,13 @@ class _GroupBuilder:
         planned = []
         for layer_id in sorted(by_layer):
             lr = settings.lr * ratio ** (num_layers + 1 - layer_id)
+            if lr == 0 and settings.lr > 0:
+                raise SpecError(
+                    f"the learning rate {settings.lr:g} x {ratio:g} ** {num_layers + 1 - layer_id} of layer {layer_id} "
+                    f"underflows to 0; {_FREEZE_HINT}",
+                    path=(*settings.where, "layer_decay"),
+                    group=settings.name,
+                )
             name = f"{settings.name}/layer_{layer_id}"
             planned += self._split_by_decay(name, settings, by_layer[layer_id], lr, layer_id)
         return planned
@@ -408,7 +454,7 @@ def resolve_groups(
 
     Args:
         model: The model, possibly wrapped (DDP, FSDP with original parameters, ``torch.compile``).
-        spec: The spec, in any form :func:`~layerwise_trainer.parse_spec` accepts.
+        spec: The spec, in any form `parse_spec` accepts.
         learning_rate: The base learning rate (``TrainingArguments.learning_rate``).
         weight_decay: The base weight decay (``TrainingArguments.weight_decay``).
         decay_parameter_names: Names of the parameters that may get weight decay (the Trainer's
@@ -419,7 +465,7 @@ def resolve_groups(
         optimizer_label: The optimizer's name in errors; the class name by default.
 
     Returns:
-        The :class:`GroupPlan`.
+        The `GroupPlan`.
 
     Raises:
         SpecError: A pattern that matches no parameter, a group emptied by earlier groups, unmatched
@@ -507,11 +553,11 @@ def build_param_groups(
     """The torch param groups a spec gives for a model, for any training loop.
 
     Frozen groups are left out; nothing is frozen, and neither the model nor the spec changes: call
-    :meth:`GroupPlan.freeze_frozen_groups` on :func:`resolve_groups`'s plan to freeze them.
+    `GroupPlan.freeze_frozen_groups` on `resolve_groups`'s plan to freeze them.
 
     Args:
         model: The model.
-        spec: The spec, in any form :func:`~layerwise_trainer.parse_spec` accepts.
+        spec: The spec, in any form `parse_spec` accepts.
         args: Training arguments giving the base learning rate, weight decay and ``optim``.
         optimizer_cls: The optimizer class, to check the groups' hyperparameters against; by
             default the one ``args.optim`` selects.
@@ -522,10 +568,10 @@ def build_param_groups(
 
     Returns:
         One dict per param group with ``params``, ``name``, ``lr``, ``weight_decay`` and the group's
-        further hyperparameters.
+            further hyperparameters.
 
     Raises:
-        SpecError: Any problem with the spec (see :func:`resolve_groups`).
+        SpecError: Any problem with the spec (see `resolve_groups`).
 
     Example:
         ```python

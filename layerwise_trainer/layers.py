@@ -64,7 +64,7 @@ def detect_layers(names: Iterable[str]) -> LayerMap:
         names: Parameter names in the model's order (``model.named_parameters()``).
 
     Returns:
-        The :class:`LayerMap`; its ``num_layers`` is 0 when no block was found.
+        The `LayerMap`; its ``num_layers`` is 0 when no block was found.
     """
     ordered = list(names)
     block_of: dict[str, tuple[str, int]] = {}

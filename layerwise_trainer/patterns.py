@@ -20,6 +20,7 @@ REGEX_PREFIX = "re:"
 # Segments that wrappers insert anywhere in a parameter name.
 _WRAPPER_SEGMENTS = frozenset({"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
 _WRAPPER_SEGMENT = re.compile("|".join(_WRAPPER_SEGMENTS))
+_GLOB_METACHARACTERS = re.compile(r"[*?\[]")
 
 
 # A user's regular expression gets this long to match one name; nested repetition such as `(a+)+`
@@ -27,13 +28,24 @@ _WRAPPER_SEGMENT = re.compile("|".join(_WRAPPER_SEGMENTS))
 MATCH_TIMEOUT_SECONDS = 1.0
 
 
+def is_exact_name(text: str) -> bool:
+    """Whether a spec pattern names one parameter exactly: no glob metacharacter, no `re:` prefix.
+
+    Example:
+        ```python
+        assert is_exact_name("classifier.weight") and not is_exact_name("classifier.*")
+        ```
+    """
+    return not text.startswith(REGEX_PREFIX) and _GLOB_METACHARACTERS.search(text) is None
+
+
 class NamePattern:
     r"""One spec pattern, compiled.
 
-    A glob (``fnmatch``, case-sensitive, ``*`` also crosses dots) or, after the prefix ``re:``, a
-    regular expression matched against the whole name. Regular expressions run under a time limit
-    (``MATCH_TIMEOUT_SECONDS`` per name) through the ``regex`` module, so a hostile pattern cannot hang
-    a run.
+    An exact parameter name (compared as text, nothing compiled); a glob (``fnmatch``, case-sensitive,
+    ``*`` also crosses dots); or, after the prefix ``re:``, a regular expression matched against the whole
+    name. Regular expressions run under a time limit (``MATCH_TIMEOUT_SECONDS`` per name) through the
+    ``regex`` module, so a hostile pattern cannot hang a run.
 
     Args:
         text: The pattern as written in the spec.
@@ -50,8 +62,12 @@ class NamePattern:
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self.is_exact = is_exact_name(text)
         self.is_regex = text.startswith(REGEX_PREFIX)
-        if self.is_regex:
+        self._compiled: re.Pattern[str] | regex.Pattern[str] | None = None
+        if self.is_exact:
+            self.source = re.escape(text)
+        elif self.is_regex:
             self.source = text[len(REGEX_PREFIX) :]
             self._compiled = regex.compile(self.source)
         else:
@@ -64,6 +80,8 @@ class NamePattern:
         Raises:
             TimeoutError: A regular expression took longer than ``MATCH_TIMEOUT_SECONDS``.
         """
+        if self._compiled is None:
+            return name == self.text
         if self.is_regex:
             return self._compiled.fullmatch(name, timeout=MATCH_TIMEOUT_SECONDS) is not None
         return self._compiled.fullmatch(name) is not None
@@ -80,8 +98,11 @@ class PatternTimeout(Exception):
 class FirstMatch:
     """Which of several patterns, in order, is the first to match a name.
 
-    When every pattern is a glob, they are joined into one regular expression with a named
-    alternative each: one call in C per name instead of one per pattern.
+    Exact names are keys of one dict; the globs are joined into one regular expression with a named
+    alternative each (one call in C per name); only the regular expressions that come before the best
+    match so far are tried one by one. The cost is linear in names + patterns when the patterns are
+    exact names: a spec listing 8,000 names resolved in 52 s when every name was tried against a regular
+    expression of 8,000 alternatives.
 
     Args:
         patterns: The patterns, in matching order.
@@ -89,11 +110,16 @@ class FirstMatch:
 
     def __init__(self, patterns: list[NamePattern]) -> None:
         self.patterns = patterns
-        self._joined = None
-        if patterns and not any(pattern.is_regex for pattern in patterns):
-            self._joined = re.compile(
-                "|".join(f"(?P<p{index}>{pattern.source})" for index, pattern in enumerate(patterns))
-            )
+        self.exact: dict[str, int] = {}
+        for index, pattern in enumerate(patterns):
+            if pattern.is_exact:
+                self.exact.setdefault(pattern.text, index)
+        self.wildcard_indexes = tuple(index for index, pattern in enumerate(patterns) if not pattern.is_exact)
+        globs = [index for index in self.wildcard_indexes if not patterns[index].is_regex]
+        self.joined_glob = (
+            re.compile("|".join(f"(?P<p{index}>{patterns[index].source})" for index in globs)) if globs else None
+        )
+        self._regexes = [(index, patterns[index]) for index in self.wildcard_indexes if patterns[index].is_regex]
 
     def index(self, names: list[str]) -> int | None:
         """The position of the first pattern that matches any of ``names``, or None.
@@ -109,21 +135,25 @@ class FirstMatch:
         return best
 
     def _first(self, name: str) -> int | None:
-        if self._joined is not None:
-            match = self._joined.fullmatch(name)
-            return None if match is None else int(match.lastgroup[1:])
-        for index, pattern in enumerate(self.patterns):
+        best = self.exact.get(name)
+        if self.joined_glob is not None:
+            match = self.joined_glob.fullmatch(name)
+            if match is not None and (best is None or int(match.lastgroup[1:]) < best):
+                best = int(match.lastgroup[1:])
+        for index, pattern in self._regexes:
+            if best is not None and index > best:
+                break
             try:
                 if pattern.matches(name):
                     return index
             except TimeoutError:
                 raise PatternTimeout(index) from None
-        return None
+        return best
 
 
 @functools.lru_cache(maxsize=4096)
 def compile_pattern(pattern: str) -> NamePattern:
-    """The compiled :class:`NamePattern` of a spec pattern (cached)."""
+    """The compiled `NamePattern` of a spec pattern (cached)."""
     return NamePattern(pattern)
 
 
