@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from transformers import TrainingArguments
+
+from .spec import GroupSpec, LayerwiseSpec
 
 
 @dataclass
 class LayerwiseTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus ``param_groups``, the spec for :class:`~layerwise_trainer.LayerwiseTrainer`.
+    """``TrainingArguments`` plus ``param_groups``, the spec for `LayerwiseTrainer`.
 
     ``HfArgumentParser`` reads the new field from the command line
     (``--param_groups spec.yaml``) or from a JSON/YAML arguments file like any other.
 
     Args:
         param_groups: A path to a YAML/JSON spec file, or a JSON string. A mapping or list given in
-            Python (or in a YAML arguments file) is accepted too.
+            Python (or in a YAML arguments file), `GroupSpec` objects and a `LayerwiseSpec` are accepted
+            too; `to_dict`, `to_json_string` and `to_sanitized_dict` (which the Trainer's logging
+            integrations call) render them as plain data, and the arguments pickle with them (the
+            Trainer saves ``training_args.bin`` at every checkpoint).
 
     Example:
         ```python
@@ -37,3 +44,33 @@ class LayerwiseTrainingArguments(TrainingArguments):
             )
         },
     )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The arguments as JSON-ready data, with ``param_groups`` as the plain data a spec file holds."""
+        result = super().to_dict()
+        result["param_groups"] = spec_as_plain_data(self.param_groups)
+        return result
+
+
+def spec_as_plain_data(spec: Any) -> Any:
+    """A spec in any accepted form, with its spec objects and paths turned into plain data.
+
+    Only the spec's own structure is visited (the top level and the list of groups), never a value
+    inside a group, so a shared or deeply nested value is not walked.
+
+    Example:
+        ```python
+        assert spec_as_plain_data([GroupSpec(name="head", match="classifier.*")]) == [
+            {"name": "head", "match": "classifier.*"}
+        ]
+        ```
+    """
+    if isinstance(spec, (LayerwiseSpec, GroupSpec)):
+        return spec.to_dict()
+    if isinstance(spec, os.PathLike):
+        return os.fspath(spec)
+    if isinstance(spec, Mapping) and isinstance(spec.get("groups"), (list, tuple)):
+        return {**spec, "groups": spec_as_plain_data(spec["groups"])}
+    if isinstance(spec, (list, tuple)):
+        return [group.to_dict() if isinstance(group, GroupSpec) else group for group in spec]
+    return spec
