@@ -13,9 +13,13 @@ Each page runs top to bottom in a fresh directory, its Python blocks sharing one
 from __future__ import annotations
 
 import contextlib
+import html
 import io
+import os
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,3 +302,96 @@ def test_measured_ratios_are_quoted_from_the_benchmarks_page(path):
     quoted = MEASURED_RATIO.findall((REPO / path).read_text(encoding="utf-8"))
     unmeasured = sorted(set(quoted) - measured)
     assert not unmeasured, f"{path} quotes {unmeasured}, not on {BENCHMARKS_PAGE} (it has {sorted(measured)})"
+
+
+# ---- The Japanese page --------------------------------------------------------------------------------------
+
+JAPANESE_PAGE = "docs/ja/index.md"
+JAPANESE = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uff00-\uffef]")
+# A line that starts a new Markdown block instead of continuing the paragraph above it.
+BLOCK_START = re.compile(r"^(?:[-*] |\d+\. |#|```|\||<!--|!\[)")
+
+
+def wrapped_japanese_lines(page: str) -> list[int]:
+    """Line numbers of the lines of a Japanese paragraph that go on in the next source line.
+
+    A line break inside a paragraph renders as a space, which Japanese text does not have between words.
+    """
+    lines = (REPO / page).read_text(encoding="utf-8").splitlines()
+    wrapped, in_code = [], False
+    for number, (line, following) in enumerate(zip(lines, [*lines[1:], ""], strict=True), start=1):
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or line.startswith("```") or not following.strip() or BLOCK_START.match(following.lstrip()):
+            continue
+        if JAPANESE.search(line):
+            wrapped.append(number)
+    return wrapped
+
+
+def test_japanese_paragraphs_are_not_wrapped_in_the_source():
+    assert wrapped_japanese_lines(JAPANESE_PAGE) == []
+
+
+# ---- The built site, as a reader sees it ---------------------------------------------------------------------
+
+SPHINX_ROLE = re.compile(r":(?:class|func|meth|data|mod|attr|obj|exc):`?[~\w.]*")
+RETURNS_TABLE = re.compile(r'doc-section-title">Returns:</span>.*?</table>', re.DOTALL)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The documentation site, built strict as CI builds it."""
+    pytest.importorskip("mkdocstrings", reason="the docs extra builds the site")
+    pytest.importorskip("material", reason="the docs extra builds the site")
+    directory = tmp_path_factory.mktemp("site")
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(directory)]
+    build = subprocess.run(
+        command, cwd=REPO, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, capture_output=True, text=True
+    )
+    assert build.returncode == 0, f"mkdocs build --strict failed:\n{build.stderr}"
+    return directory
+
+
+def rendered_text(page_html: str) -> str:
+    """What a reader sees of a page: its text without tags or entities."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page_html))
+
+
+def in_context(text: str, found: re.Match[str]) -> str:
+    return " ".join(text[max(0, found.start() - 40) : found.end() + 20].split())
+
+
+def api_page(site: Path) -> str:
+    return (site / "api" / "index.html").read_text(encoding="utf-8")
+
+
+def test_the_api_page_shows_no_sphinx_role(site):
+    text = rendered_text(api_page(site))
+    roles = [in_context(text, found) for found in SPHINX_ROLE.finditer(text)]
+    assert roles == [], f"raw Sphinx roles on the API page (write `Name` in backticks): {roles}"
+
+
+def test_the_api_page_names_no_returned_value(site):
+    """A "Returns:" line such as "The plan." is a description, not a value named "The"."""
+    tables = RETURNS_TABLE.findall(api_page(site))
+    assert tables, "the API page has no Returns section"
+    named = [" ".join(rendered_text(table).split())[:120] for table in tables if "<th>Name</th>" in table]
+    assert named == []
+
+
+def test_the_api_page_shows_each_returned_value_in_one_row(site):
+    """A description that wraps onto a second line stays one row."""
+    tables = RETURNS_TABLE.findall(api_page(site))
+    split = [" ".join(rendered_text(table).split())[:120] for table in tables if table.count("doc-section-item") != 1]
+    assert split == []
+
+
+def test_the_api_page_shows_no_lambda_default(site):
+    text = rendered_text(api_page(site))
+    assert [in_context(text, found) for found in re.finditer(r"\(lambda\b", text)] == []
+
+
+def test_the_japanese_page_is_served_as_japanese(site):
+    assert '<html lang="ja"' in (site / "ja" / "index.html").read_text(encoding="utf-8")
+    assert '<html lang="en"' in (site / "index.html").read_text(encoding="utf-8")
