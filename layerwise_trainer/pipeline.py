@@ -1,9 +1,14 @@
-"""A whole fine-tune from a :class:`~layerwise_trainer.run_config.RunConfig`: data, tokenizer, model, training.
+"""A whole fine-tune from a `RunConfig`: data, tokenizer, model, training.
 
-Used by ``layerwise-trainer train``. The output directory receives the model and tokenizer
-(reloadable with ``from_pretrained``), ``metrics.json``, ``config.yaml`` (the resolved config),
-``groups.txt`` and ``groups.json`` (the group table), ``trainer_state.json`` and
-``learning_rates.png``.
+Used by `layerwise-trainer train`. The output directory receives the model and tokenizer (reloadable
+with `from_pretrained` and `pipeline("text-classification", model=...)`), `metrics.json`, `config.yaml`
+(the resolved config), `groups.txt` and `groups.json` (the group table), `trainer_state.json` and
+`learning_rates.png`.
+
+The same config gives the same run, bit for bit, on the same machine: the data are generated from
+their own seed, the tokenizer's vocabulary does not depend on the process (see `japanese_tokenizer`),
+the seed is set before the model is built, and the Trainer seeds its sampler. The console shows the
+progress bar and one line per evaluation (see `epoch_summary`), not a log dict every few steps.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,10 +50,20 @@ class RunResult:
 def _training_arguments(config: RunConfig):
     from .training_args import LayerwiseTrainingArguments
 
+    settings = dict(config.training)
+    # Pinned memory only helps a copy to an accelerator; without one, torch warns at every data loader.
+    settings.setdefault("dataloader_pin_memory", _has_accelerator())
     try:
-        return LayerwiseTrainingArguments(**config.training)
+        return LayerwiseTrainingArguments(**settings)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"training: {error}") from None
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 def _tokenizer(config: RunConfig, data: LoadedData, workdir: Path):
@@ -94,6 +110,38 @@ def _model(config: RunConfig, label_names: tuple[str, ...], tokenizer):
     return model
 
 
+def _fit_tokenizer_to_model(config: RunConfig, tokenizer, model) -> None:
+    """Refuse a `max_length` past the model's positions; save the tokenizer with the length the model takes.
+
+    A tokenizer saved with a longer `model_max_length` than the model's positions makes
+    `pipeline(...)(long_text, truncation=True)` fail on the saved model with a size mismatch.
+    """
+    positions = getattr(model.config, "max_position_embeddings", None)
+    max_length = config.tokenizer.max_length
+    if positions is not None and max_length > positions:
+        raise ConfigError(
+            f"tokenizer.max_length: {max_length}, but the model takes at most {positions} tokens "
+            f"(max_position_embeddings); expected a max_length of at most {positions}"
+        )
+    if config.model.from_config is not None:
+        # Built from scratch: the positions past max_length were never trained.
+        tokenizer.model_max_length = max_length
+    elif positions is not None and tokenizer.model_max_length > positions:
+        tokenizer.model_max_length = positions
+
+
+def _with_epoch_summary(trainer) -> None:
+    """Replace the stock callbacks that print every log dict with one line per evaluation."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    from .epoch_summary import EpochSummaryCallback, EpochSummaryProgressCallback
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(EpochSummaryProgressCallback())
+    if trainer.pop_callback(PrinterCallback) is not None:
+        trainer.add_callback(EpochSummaryCallback())
+
+
 def _with_lora(model, settings):
     try:
         from peft import LoraConfig, TaskType, get_peft_model
@@ -104,6 +152,38 @@ def _with_lora(model, settings):
     except (TypeError, ValueError) as error:
         raise ConfigError(f"peft: {error}") from None
     return get_peft_model(model, lora)
+
+
+class _TokenizeTexts:
+    """The function mapped over each split: its `text` column to input ids, truncated to `max_length`.
+
+    A named callable rather than a lambda, so that `datasets` can fingerprint the transform (a lambda
+    got a random fingerprint, which defeats the cache, and a 500-character warning). `datasets` pickles
+    a tokenizer through its `__dict__`, which for `BertJapaneseTokenizer` holds the MeCab tagger, and
+    the tagger cannot be pickled; the tokenizer's own `__getstate__` leaves it out, so the transform
+    pickles (and is hashed) as its tokenizer's class and state.
+    """
+
+    def __init__(self, tokenizer, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, batch: Mapping[str, list[str]]) -> Mapping[str, list[list[int]]]:
+        return self.tokenizer(batch["text"], truncation=True, max_length=self.max_length)
+
+    def __reduce__(self):
+        tokenizer = self.tokenizer
+        state = tokenizer.__getstate__() if hasattr(tokenizer, "__getstate__") else vars(tokenizer)
+        return (_tokenize_texts_from_state, (type(tokenizer), state, self.max_length))
+
+
+def _tokenize_texts_from_state(tokenizer_class: type, state: dict[str, Any], max_length: int) -> _TokenizeTexts:
+    tokenizer = tokenizer_class.__new__(tokenizer_class)
+    if hasattr(tokenizer, "__setstate__"):
+        tokenizer.__setstate__(state)
+    else:
+        tokenizer.__dict__.update(state)
+    return _TokenizeTexts(tokenizer, max_length)
 
 
 def _majority_baseline(train, test) -> float:
@@ -118,7 +198,7 @@ def run_training(config: RunConfig) -> RunResult:
         config: The checked run configuration.
 
     Returns:
-        The :class:`RunResult`.
+        The `RunResult`.
 
     Raises:
         ConfigError: A problem with the configuration found while building the run.
@@ -136,10 +216,11 @@ def run_training(config: RunConfig) -> RunResult:
         tokenizer = _tokenizer(config, data, Path(workdir))
         set_seed(args.seed)
         model = _model(config, data.label_names, tokenizer)
-        max_length = config.tokenizer.max_length
+        _fit_tokenizer_to_model(config, tokenizer, model)
+        tokenize = _TokenizeTexts(tokenizer, config.tokenizer.max_length)
         encoded = {
             name: split.map(
-                lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+                tokenize,
                 batched=True,
                 remove_columns=["text"],
                 desc=f"tokenising {name}",
@@ -156,6 +237,7 @@ def run_training(config: RunConfig) -> RunResult:
             compute_metrics=classification_metrics(config.metrics),
             param_groups=spec,
         )
+        _with_epoch_summary(trainer)
         train_result = trainer.train()
         metrics: dict[str, Any] = {"train": train_result.metrics}
         if "validation" in encoded:
