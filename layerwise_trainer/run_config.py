@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,11 +19,15 @@ from typing import Any
 import yaml
 
 from .documents import DocumentError, load_document, parse_yaml
-from .errors import did_you_mean
+from .errors import describe_value, did_you_mean
+from .training_values import training_fields, training_value_problem
 
 METRIC_NAMES = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
 SECTIONS = ("model", "tokenizer", "data", "training", "param_groups", "metrics", "peft")
 DEFAULT_CONFIG_RESOURCE = "default.yaml"
+# A value handed to transformers (a `training` value, `model.from_config`, `peft`) is a few items; one with
+# more is a mistake or a YAML alias graph that would expand to billions of nodes if anything walked it.
+MAX_VALUE_ITEMS = 10_000
 
 
 class ConfigError(ValueError):
@@ -44,14 +49,35 @@ def _keys_of(section: str, raw: Any, allowed: Sequence[str]) -> dict[str, Any]:
 def _typed(where: str, value: Any, kind: type | tuple[type, ...], expected: str) -> Any:
     if value is None or (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
         return value
-    raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    raise ConfigError(f"{where}: expected {expected}, got {describe_value(value)}")
 
 
 def _positive_int(where: str, value: Any) -> int | None:
     _typed(where, value, int, "a whole number")
     if value is not None and value < 1:
-        raise ConfigError(f"{where}: expected a whole number >= 1, got {value!r}")
+        raise ConfigError(f"{where}: expected a whole number >= 1, got {describe_value(value)}")
     return value
+
+
+def _check_small(where: str, value: Any) -> None:
+    """Refuse a value of more than `MAX_VALUE_ITEMS` items, counting shared ones each time, in bounded time."""
+    pending, seen = [value], 0
+    while pending:
+        item = pending.pop()
+        seen += 1
+        if seen > MAX_VALUE_ITEMS:
+            raise ConfigError(
+                f"{where}: expected a small value, got one of more than {MAX_VALUE_ITEMS} items (nested YAML aliases?)"
+            )
+        if isinstance(item, Mapping):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,8 @@ class ModelSection:
         from_config = _typed("model.from_config", values.get("from_config"), Mapping, "a mapping of config values")
         if (name_or_path is None) == (from_config is None):
             raise ConfigError("model: give exactly one of 'name_or_path' (pretrained) and 'from_config' (from scratch)")
+        if from_config is not None:
+            model_config_from(from_config)
         return cls(
             name_or_path=_local_or_hub(name_or_path, base_dir),
             from_config=dict(from_config) if from_config is not None else None,
@@ -170,7 +198,8 @@ class DataSection:
         label_names = values.get("label_names")
         if label_names is not None:
             if not isinstance(label_names, list) or not all(isinstance(name, str) for name in label_names):
-                raise ConfigError(f"data.label_names: expected a list of class names, got {label_names!r}")
+                got = describe_value(label_names)
+                raise ConfigError(f"data.label_names: expected a list of class names, got {got}")
             label_names = tuple(label_names)
         return cls(
             builtin=builtin,
@@ -223,14 +252,23 @@ class RunConfig:
         return result
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, done: dict[int, Any] | None = None) -> Any:
+    """``value`` as YAML-ready data. A value shared (a YAML alias) stays one shared object, so this and
+    ``yaml.safe_dump`` (which writes it as an alias) take time linear in the distinct objects."""
+    done = {} if done is None else done
+    if id(value) in done:
+        return done[id(value)]
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        mapping: dict[Any, Any] = {}
+        done[id(value)] = mapping
+        mapping.update((key, _plain(item, done)) for key, item in value.items())
+        return mapping
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return value
+        items: list[Any] = []
+        done[id(value)] = items
+        items.extend(_plain(item, done) for item in value)
+        return items
+    return value.to_dict() if hasattr(value, "to_dict") else value
 
 
 def _resolve(path: str, base_dir: Path) -> Path:
@@ -269,13 +307,14 @@ def parse_run_config(raw: Any, base_dir: str | os.PathLike[str] = ".", source: s
     training = values.get("training") or {}
     if not isinstance(training, Mapping):
         raise ConfigError(f"training: expected a mapping of TrainingArguments fields, got {type(training).__name__}")
-    _check_training_keys(training)
+    check_training(training)
     metrics = values.get("metrics", ["accuracy", "f1_weighted"])
     if not isinstance(metrics, list) or not metrics:
-        raise ConfigError(f"metrics: expected a non-empty list of metric names, got {metrics!r}")
+        raise ConfigError(f"metrics: expected a non-empty list of metric names, got {describe_value(metrics)}")
     for name in metrics:
-        if name not in METRIC_NAMES:
-            raise ConfigError(f"metrics: unknown metric {name!r}{did_you_mean(str(name), METRIC_NAMES)}; "
+        if not isinstance(name, str) or name not in METRIC_NAMES:
+            hint = did_you_mean(name, METRIC_NAMES) if isinstance(name, str) else ""
+            raise ConfigError(f"metrics: unknown metric {describe_value(name)}{hint}; "
                               f"expected some of {', '.join(METRIC_NAMES)}")  # fmt: skip
     param_groups = values.get("param_groups")
     if isinstance(param_groups, str) and param_groups.lstrip()[:1] not in ("[", "{"):
@@ -283,6 +322,9 @@ def parse_run_config(raw: Any, base_dir: str | os.PathLike[str] = ".", source: s
     peft = values.get("peft")
     if peft is not None and not isinstance(peft, Mapping):
         raise ConfigError(f"peft: expected a mapping of peft.LoraConfig fields, got {type(peft).__name__}")
+    if peft is not None:
+        _check_small("peft", peft)
+    _check_param_groups(param_groups)
     return RunConfig(
         model=ModelSection.parse(values["model"], base),
         tokenizer=TokenizerSection.parse(values.get("tokenizer"), base),
@@ -295,61 +337,215 @@ def parse_run_config(raw: Any, base_dir: str | os.PathLike[str] = ".", source: s
     )
 
 
-def _check_training_keys(training: Mapping[str, Any]) -> None:
-    from .training_args import LayerwiseTrainingArguments
+def check_training(training: Mapping[str, Any]) -> None:
+    """Check a ``training`` section: known fields, values of the right type and range, then transformers' checks.
 
-    fields = [item.name for item in dataclasses.fields(LayerwiseTrainingArguments) if item.init]
-    for key in training:
+    ``LayerwiseTrainingArguments(**training)`` is built here, so that its own checks (a strategy that does
+    not exist, ``load_best_model_at_end`` without matching strategies) fail when the config is read,
+    before any data is prepared.
+
+    Args:
+        training: ``TrainingArguments`` fields and values.
+
+    Raises:
+        ConfigError: An unknown field, a value of the wrong type or out of range, or one transformers
+            refuses, named ``training.<key>``.
+
+    Example:
+        ```python
+        check_training({"learning_rate": "fast"})  # ConfigError: training.learning_rate: expected a finite ...
+        ```
+    """
+    fields = training_fields()
+    for key, value in training.items():
         if key == "param_groups":
             raise ConfigError("training.param_groups: give the spec in the top-level 'param_groups' section")
         if key not in fields:
             raise ConfigError(f"training.{key}: not a TrainingArguments field{did_you_mean(str(key), fields)}")
+        _check_small(f"training.{key}", value)
+        problem = training_value_problem(key, value)
+        if problem is not None:
+            raise ConfigError(f"training.{key}: {problem}")
+    _build_training_arguments(training)
+
+
+def _build_training_arguments(training: Mapping[str, Any]) -> None:
+    from .training_args import LayerwiseTrainingArguments
+
+    try:
+        LayerwiseTrainingArguments(**training)
+    except (TypeError, ValueError) as error:
+        message = _one_line(error)[:500]
+        mentions = {key: re.search(rf"\b{re.escape(key)}\b", message) for key in training}
+        named = sorted((found.start(), key) for key, found in mentions.items() if found)
+        where = f"training.{named[0][1]}" if named else "training"
+        raise ConfigError(f"{where}: {message}") from None
+
+
+def model_config_from(settings: Mapping[str, Any]) -> Any:
+    """The transformers config that ``model.from_config`` describes (``model_type`` defaults to ``bert``).
+
+    Args:
+        settings: ``model_type`` and config keyword arguments.
+
+    Returns:
+        The `PretrainedConfig`.
+
+    Raises:
+        ConfigError: An unknown ``model_type`` (with a suggestion) or a value the config class refuses,
+            named ``model.from_config.<key>``.
+    """
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    for key, value in settings.items():
+        _check_small(f"model.from_config.{key}", value)
+    values = dict(settings)
+    model_type = values.pop("model_type", "bert")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        hint = did_you_mean(model_type, CONFIG_MAPPING.keys()) if isinstance(model_type, str) else ""
+        raise ConfigError(f"model.from_config.model_type: unknown model type {describe_value(model_type)}{hint}")
+    try:
+        return AutoConfig.for_model(model_type, **values)
+    except (TypeError, ValueError, StrictDataclassError) as error:
+        raise ConfigError(_from_config_problem(error, values)) from None
+
+
+def _from_config_problem(error: Exception, values: Mapping[str, Any]) -> str:
+    """``model.from_config.<key>: expected int, got 'fast' (str)`` from huggingface_hub's field error."""
+    field_name = re.search(r"field '(\w+)'", str(error))
+    expected = re.search(r"expected (.+?), got", str(error.__cause__ or ""))
+    if field_name and field_name.group(1) in values and expected:
+        key = field_name.group(1)
+        return f"model.from_config.{key}: expected {expected.group(1)}, got {describe_value(values[key])}"
+    return f"model.from_config: {_one_line(error)[:300]}"
+
+
+def _check_param_groups(param_groups: Any) -> None:
+    from .errors import SpecError
+    from .spec import parse_spec
+
+    if param_groups is None:
+        return
+    try:
+        parse_spec(param_groups)
+    except SpecError as error:
+        raise ConfigError(f"param_groups: {_one_line(error)}") from None
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``--set key.path=value`` overrides to a raw configuration.
 
-    Values are read as YAML scalars or flow collections (``1``, ``2e-5``, ``true``, ``[a, b]``).
+    Values are read as YAML scalars or flow collections (``1``, ``2e-5``, ``true``, ``[a, b]``). A list
+    element is reached by its index, ``param_groups.groups[0].match`` or ``param_groups.groups.0.match``;
+    a missing mapping key is created, a missing list element is an error.
 
     Args:
-        raw: The configuration as read.
+        raw: The configuration as read; it is not changed.
         overrides: ``"section.key=value"`` strings, applied in order.
 
     Returns:
-        A new mapping with the overrides applied.
+        A new mapping with the overrides applied. Only the mappings and lists on an override's path are
+        copied; everything else is shared with ``raw``.
 
     Raises:
-        ConfigError: An override without ``=``, with an empty key, or going through a non-mapping.
+        ConfigError: An override without ``=`` or with an empty key, going through a value that is not a
+            mapping or list, or an index out of range.
+
+    Example:
+        ```python
+        apply_overrides({"metrics": ["accuracy"]}, ["metrics[0]=f1_macro"])  # {"metrics": ["f1_macro"]}
+        ```
     """
-    result = _copy(raw)
+    result = dict(raw)
     for override in overrides:
         key, sep, text = override.partition("=")
-        path = key.strip().split(".")
-        if not sep or not all(path):
-            raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. training.num_train_epochs=1")
+        path = _override_path(key.strip()) if sep else None
+        if not path:
+            raise ConfigError(
+                f"--set {_quoted(override)}: expected key.path=value, e.g. training.num_train_epochs=1 "
+                "or param_groups.groups[0].lr=1e-3"
+            )
         try:
             value = parse_yaml(text, f"--set {key}")
         except DocumentError as error:
             raise ConfigError(str(error)) from None
-        node = result
-        for depth, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(path[: depth + 1])
-                raise ConfigError(f"--set {override!r}: {where} is not a section, it is {child!r}")
-            node = child
-        node[path[-1]] = value
+        _set_at(result, path, value, _quoted(override))
     return result
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy(item) for item in value]
-    return value
+# One step of a --set path: a key, then any number of `[index]`.
+_PATH_STEP = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
+
+
+def _override_path(key: str) -> list[str | int] | None:
+    """``param_groups.groups[0].match`` -> ``["param_groups", "groups", 0, "match"]``; None if malformed."""
+    path: list[str | int] = []
+    for step in key.split("."):
+        match = _PATH_STEP.fullmatch(step)
+        if match is None:
+            return None
+        path.append(match.group(1))
+        path.extend(int(index) for index in re.findall(r"\d+", match.group(2)))
+    return path
+
+
+def _set_at(root: dict[str, Any], path: list[str | int], value: Any, override: str) -> None:
+    """Set ``value`` at ``path`` in ``root``, copying each mapping and list on the way (never the rest)."""
+    node: Any = root
+    for depth, step in enumerate(path):
+        where = _path_text(path[:depth])
+        if isinstance(node, list):
+            index = _list_index(node, step, where, override)
+            if depth == len(path) - 1:
+                node[index] = value
+                return
+            node[index] = _copied(node[index], path, depth + 1, override)
+            node = node[index]
+        elif isinstance(step, int):
+            raise ConfigError(f"--set {override}: {where} is not a list, it is {_kind(node)}; [{step}] indexes a list")
+        elif depth == len(path) - 1:
+            node[step] = value
+        else:
+            child = node.get(step)
+            node[step] = {} if child is None else _copied(child, path, depth + 1, override)
+            node = node[step]
+
+
+def _list_index(node: list[Any], step: str | int, where: str, override: str) -> int:
+    if isinstance(step, str) and not step.isdigit():
+        raise ConfigError(
+            f"--set {override}: {where} is a list: reach an element by its index, e.g. {where}[0] or {where}.0"
+        )
+    index = int(step)
+    if index >= len(node):
+        raise ConfigError(
+            f"--set {override}: index {index} is out of range: {where} has {len(node)} items"
+            + (f" (indexes 0 to {len(node) - 1})" if node else "")
+        )
+    return index
+
+
+def _copied(child: Any, path: list[str | int], depth: int, override: str) -> Any:
+    if isinstance(child, Mapping):
+        return dict(child)
+    if isinstance(child, list):
+        return list(child)
+    where = _path_text(path[:depth])
+    raise ConfigError(f"--set {override}: {where} is not a section, it is {describe_value(child)}")
+
+
+def _path_text(path: Sequence[str | int]) -> str:
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path).lstrip(".")
+
+
+def _quoted(text: str) -> str:
+    return describe_value(text).removesuffix(" (str)")
+
+
+def _kind(value: Any) -> str:
+    return "a mapping" if isinstance(value, Mapping) else describe_value(value)
 
 
 def default_config_text() -> str:

@@ -1,0 +1,205 @@
+"""What is wrong with a `TrainingArguments` value from a config file or the command line, before anything runs.
+
+`TrainingArguments` takes `learning_rate="fast"`, `-1` or `nan` without a word; the mistake surfaced as a
+traceback after 6 to 20 s of data preparation, or, for `weight_decay="fast"`, in a log line. The types come
+from the dataclass field annotations (one source of truth as transformers changes); the ranges of the
+numeric hyperparameters from the table below. The functions return the problem as text, so the run config
+and the command line can each raise their own error with it.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import describe_value, did_you_mean, some_names
+
+_NUMPY_SEED_LIMIT = 2**32 - 1  # `set_seed` hands the seed to numpy, which takes 0 to 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers a hyperparameter may take: `minimum` to `maximum`, each end open or closed.
+
+    Args:
+        minimum: The smallest allowed value.
+        maximum: The largest allowed value.
+        minimum_excluded: True when the value must be strictly greater than `minimum`.
+        maximum_excluded: True when the value must be strictly less than `maximum`.
+        also: Values allowed outside the range (`max_steps: -1`, "not set").
+    """
+
+    minimum: float
+    maximum: float = math.inf
+    minimum_excluded: bool = False
+    maximum_excluded: bool = False
+    also: tuple[int, ...] = ()
+
+    def admits(self, number: float) -> bool:
+        """Whether `number` is in the range or one of the extra values."""
+        if number in self.also:
+            return True
+        above = number > self.minimum if self.minimum_excluded else number >= self.minimum
+        below = number < self.maximum if self.maximum_excluded else number <= self.maximum
+        return above and below
+
+    def describe(self) -> str:
+        """The range in words: `>= 0`, `> 0 and < 1`, `>= 1, or -1`."""
+        text = f"{'>' if self.minimum_excluded else '>='} {self.minimum}"
+        if self.maximum != math.inf:
+            text += f" and {'<' if self.maximum_excluded else '<='} {self.maximum}"
+        return text + "".join(f", or {value}" for value in self.also)
+
+
+_AT_LEAST_ZERO = Bounds(0)
+_ABOVE_ZERO = Bounds(0, minimum_excluded=True)
+_AT_LEAST_ONE = Bounds(1)
+_FRACTION = Bounds(0, 1)
+_BETA = Bounds(0, 1, maximum_excluded=True)
+_SEED = Bounds(0, _NUMPY_SEED_LIMIT)
+
+# The numeric hyperparameters a typo or a sign error breaks. Every float field must also be finite.
+BOUNDS: dict[str, Bounds] = {
+    "learning_rate": _AT_LEAST_ZERO,
+    "weight_decay": _AT_LEAST_ZERO,
+    "adam_epsilon": _AT_LEAST_ZERO,
+    "max_grad_norm": _AT_LEAST_ZERO,
+    "warmup_steps": _AT_LEAST_ZERO,
+    "eval_delay": _AT_LEAST_ZERO,
+    "neftune_noise_alpha": _AT_LEAST_ZERO,
+    "dataloader_num_workers": _AT_LEAST_ZERO,
+    "adam_beta1": _BETA,
+    "adam_beta2": _BETA,
+    "label_smoothing_factor": _FRACTION,
+    "num_train_epochs": _ABOVE_ZERO,
+    "logging_steps": _ABOVE_ZERO,
+    "eval_steps": _ABOVE_ZERO,
+    "save_steps": _ABOVE_ZERO,
+    "per_device_train_batch_size": _AT_LEAST_ONE,
+    "per_device_eval_batch_size": _AT_LEAST_ONE,
+    "gradient_accumulation_steps": _AT_LEAST_ONE,
+    "eval_accumulation_steps": _AT_LEAST_ONE,
+    "torch_empty_cache_steps": _AT_LEAST_ONE,
+    "dataloader_prefetch_factor": _AT_LEAST_ONE,
+    "save_total_limit": _AT_LEAST_ZERO,
+    "max_steps": Bounds(1, also=(-1,)),
+    "seed": _SEED,
+    "data_seed": _SEED,
+}
+
+
+@functools.cache
+def training_fields() -> dict[str, Any]:
+    """The `LayerwiseTrainingArguments` fields a config may set, each with its resolved annotation."""
+    from .training_args import LayerwiseTrainingArguments
+
+    hints = typing.get_type_hints(LayerwiseTrainingArguments)
+    return {name: hints[name] for name, item in LayerwiseTrainingArguments.__dataclass_fields__.items() if item.init}
+
+
+def training_value_problem(key: str, value: Any) -> str | None:
+    """What is wrong with `value` for the `TrainingArguments` field `key`, or None when nothing is.
+
+    Args:
+        key: A field of `LayerwiseTrainingArguments`.
+        value: The value read from YAML or the command line.
+
+    Returns:
+        `"expected a finite number >= 0, got 'fast' (str)"` and the like, or None.
+
+    Example:
+        ```python
+        assert training_value_problem("learning_rate", -1) == "expected a finite number >= 0, got -1 (int)"
+        ```
+    """
+    arms = _arms(training_fields()[key])
+    choices = _choices(arms)
+    if choices is not None and not isinstance(value, enum.Enum) and value not in choices:
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        return f"expected one of {some_names(choices, shown=4)}, got {describe_value(value)}{hint}"
+    if not any(_fits(arm, value) for arm in arms) or not _in_range(key, value):
+        return f"expected {_expected(key, arms)}, got {describe_value(value)}"
+    return None
+
+
+def number_problem(key: str, value: float) -> str | None:
+    """What is wrong with the number `value` for `key` (finite, in the range `BOUNDS` gives), or None."""
+    if _in_range(key, value):
+        return None
+    return f"expected {_number_words(key, float)}, got {describe_value(value)}"
+
+
+def _arms(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _choices(arms: tuple[Any, ...]) -> tuple[str, ...] | None:
+    """The allowed strings of an `SomeEnum | str` field, where the `str` only means "the enum's value"."""
+    enums = [arm for arm in arms if isinstance(arm, type) and issubclass(arm, enum.Enum)]
+    if len(enums) != 1 or set(arms) - {enums[0], str, type(None)}:
+        return None
+    return tuple(str(member.value) for member in enums[0])
+
+
+def _fits(arm: Any, value: Any) -> bool:
+    origin = typing.get_origin(arm) or arm
+    if arm is typing.Any:
+        return True
+    if arm is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return any(value is choice or (value == choice and type(value) is type(choice)) for choice in arm.__args__)
+    if arm is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if arm is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is dict:
+        return isinstance(value, Mapping)
+    if origin is list:
+        item_types = typing.get_args(arm)
+        return isinstance(value, list) and (item_types != (str,) or all(isinstance(item, str) for item in value))
+    return isinstance(origin, type) and isinstance(value, origin)
+
+
+def _in_range(key: str, value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    return finite and (key not in BOUNDS or BOUNDS[key].admits(value))
+
+
+def _expected(key: str, arms: tuple[Any, ...]) -> str:
+    return " or ".join(_number_words(key, arm) if arm in (int, float) else _words(arm) for arm in arms)
+
+
+def _number_words(key: str, arm: Any) -> str:
+    words = "a whole number" if arm is int else "a finite number"
+    return f"{words} {BOUNDS[key].describe()}" if key in BOUNDS else words
+
+
+def _words(arm: Any) -> str:
+    origin = typing.get_origin(arm) or arm
+    if arm is type(None):
+        return "null"
+    if arm is bool:
+        return "true or false"
+    if arm is str:
+        return "a string"
+    if origin is dict:
+        return "a mapping"
+    if origin is list:
+        return "a list"
+    if origin is typing.Literal:
+        return " or ".join(str(choice).lower() if isinstance(choice, bool) else repr(choice) for choice in arm.__args__)
+    return f"a {getattr(origin, '__name__', str(origin))}"
