@@ -65,14 +65,19 @@ class NamePattern:
         self.is_exact = is_exact_name(text)
         self.is_regex = text.startswith(REGEX_PREFIX)
         self._compiled: re.Pattern[str] | regex.Pattern[str] | None = None
-        if self.is_exact:
-            self.source = re.escape(text)
-        elif self.is_regex:
-            self.source = text[len(REGEX_PREFIX) :]
+        if self.is_regex:
             self._compiled = regex.compile(self.source)
-        else:
-            self.source = fnmatch.translate(text)
+        elif not self.is_exact:
             self._compiled = re.compile(self.source)
+
+    @functools.cached_property
+    def source(self) -> str:
+        """The pattern as a regular expression (only built when asked for, for an exact name)."""
+        if self.is_regex:
+            return self.text[len(REGEX_PREFIX) :]
+        if self.is_exact:
+            return re.escape(self.text)
+        return fnmatch.translate(self.text)
 
     def matches(self, name: str) -> bool:
         """Whether ``name`` matches as a whole.
