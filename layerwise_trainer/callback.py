@@ -45,13 +45,16 @@ def _same(left: Any, right: Any) -> bool:
     return left is right or left == right
 
 
-def _schedule_factor(param_groups: Iterable[Mapping[str, Any]]) -> float | None:
-    """The LR schedule's current factor, read from the first group the scheduler started above 0."""
-    for group in param_groups:
-        initial = group.get("initial_lr")
-        if initial is None:
-            continue
-        initial = _as_float(initial)
+def _initial_rates(param_groups: Iterable[Mapping[str, Any]]) -> tuple[float, ...]:
+    """Each group's rate at factor 1: ``initial_lr`` where a step scheduler set it, else the rate now."""
+    return tuple(_as_float(group.get("initial_lr", group["lr"])) for group in param_groups)
+
+
+def _schedule_factor(param_groups: Sequence[Mapping[str, Any]], initial_rates: Sequence[float]) -> float | None:
+    """The LR schedule's current factor, read from the first group whose initial rate is above 0."""
+    if len(param_groups) != len(initial_rates):
+        return None
+    for group, initial in zip(param_groups, initial_rates, strict=True):
         if initial > 0:
             return _as_float(group["lr"]) / initial
     return None
@@ -64,13 +67,19 @@ class GroupLearningRateCallback(TrainerCallback):
     rate is the one that step's update used, as for the Trainer's own ``learning_rate``.
 
     Given in ``callbacks=[...]`` or through ``trainer.add_callback``, the keys reach
-    ``trainer.state.log_history``; installed with :meth:`attach`, which puts the callback before the
+    ``trainer.state.log_history``; installed with `attach`, which puts the callback before the
     reporting integrations, they reach TensorBoard, W&B and the console too.
+
+    The schedule's current factor is a group's rate divided by its initial rate, read from the first
+    group whose initial rate is above 0. Initial rates are ``initial_rates`` when given, else read from
+    the optimizer when training begins (a group's ``initial_lr``, which the step schedulers set, else
+    its rate then), so the factor holds for every scheduler, the metric-driven ones included.
 
     Args:
         base_learning_rate: When given, the stock ``learning_rate`` key is replaced by this rate
             times the schedule's current factor (the base schedule), instead of param group 0's rate.
         frozen_group_names: Groups kept out of the optimizer, logged at 0.0.
+        initial_rates: Each optimizer param group's rate at factor 1, in order.
 
     Example:
         ```python
@@ -80,9 +89,16 @@ class GroupLearningRateCallback(TrainerCallback):
         ```
     """
 
-    def __init__(self, base_learning_rate: float | None = None, frozen_group_names: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        base_learning_rate: float | None = None,
+        frozen_group_names: Sequence[str] = (),
+        initial_rates: Sequence[float] | None = None,
+    ) -> None:
         self.base_learning_rate = base_learning_rate
         self.frozen_group_names = tuple(frozen_group_names)
+        self.initial_rates = None if initial_rates is None else tuple(initial_rates)
+        self._initial_rates_in_use: tuple[float, ...] = ()
         self._rates: dict[str, float] | None = None
         self._factor: float | None = None
 
@@ -112,10 +128,19 @@ class GroupLearningRateCallback(TrainerCallback):
         return callback
 
     def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        optimizer: Any = None,
+        **kwargs: Any,
     ) -> None:
         self._rates = None
         self._factor = None
+        if self.initial_rates is not None:
+            self._initial_rates_in_use = self.initial_rates
+        elif optimizer is not None:
+            self._initial_rates_in_use = _initial_rates(optimizer.param_groups)
 
     def on_optimizer_step(
         self,
@@ -128,7 +153,9 @@ class GroupLearningRateCallback(TrainerCallback):
         if optimizer is None:
             return
         self._rates = group_learning_rates(optimizer.param_groups)
-        self._factor = _schedule_factor(optimizer.param_groups)
+        if not self._initial_rates_in_use:  # installed after training began
+            self._initial_rates_in_use = self.initial_rates or _initial_rates(optimizer.param_groups)
+        self._factor = _schedule_factor(optimizer.param_groups, self._initial_rates_in_use)
 
     def on_log(
         self,

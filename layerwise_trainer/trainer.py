@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,14 +12,23 @@ from transformers import Trainer
 from transformers.utils import is_sagemaker_mp_enabled
 
 from .callback import GroupLearningRateCallback
-from .checkpoint_layout import LAYOUT_FILE, check_resume_layout, plan_layout, save_layout
+from .checkpoint_layout import (
+    LAYOUT_FILE,
+    check_resume_layout,
+    check_saved_optimizer,
+    optimizer_layout,
+    plan_layout,
+    save_layout,
+)
 from .decay import matches_stock_rule
 from .distributed import check_same_on_every_rank, is_distributed
 from .errors import SpecError
+from .freezing import freeze_for_training, give_back_frozen
 from .gc_pause import gc_paused
 from .grouping import GroupPlan, resolve_groups
 from .optimizers import check_optimizer_takes_groups, optimizer_for_args
-from .scheduling import proportional_scheduler_kwargs
+from .plan_mapping import map_plan
+from .scheduling import proportional_scheduler
 from .spec import LayerwiseSpec, SpecSource, parse_spec
 
 logger = logging.getLogger(__name__)
@@ -29,23 +39,51 @@ def _stock_decay_rule(model: nn.Module) -> list[str]:
     return Trainer.get_decay_parameter_names(None, model)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class _PlanInputs:
+    """What a plan was resolved with, besides the spec and the model: a plan is reused only for the same."""
+
+    learning_rate: float
+    weight_decay: float
+    optimizer_cls: type[torch.optim.Optimizer]
+    optimizer_kwargs: dict[str, Any]
+    decay_parameter_names: list[str] | None
+
+    def same_as(self, other: _PlanInputs) -> bool:
+        try:
+            return bool(self == other)
+        except Exception:  # kwargs holding tensors compare elementwise: take them for changed
+            return False
+
+
 class LayerwiseTrainerMixin:
     """Adds a ``param_groups`` spec to any ``transformers.Trainer`` subclass.
 
     Put it first in the bases: ``class MyTrainer(LayerwiseTrainerMixin, SFTTrainer)``. With no spec
     the Trainer behaves exactly as without the mixin.
 
+    The spec is resolved once, when the trainer is built (or ``model_init`` builds a model), so that a
+    bad spec fails before any data is prepared; ``create_optimizer`` maps that plan by name onto the
+    model it gets (wrapped or not) and resolves again only when the model or the arguments changed since.
+    The frozen groups are frozen when training starts, before the model is wrapped; parameters an earlier
+    trainer froze on the same model are given back first, so only the user's own freezing carries over.
+
+    The base rate is the ``lr`` of the optimizer's keyword arguments: ``TrainingArguments.learning_rate``
+    for ``optim``, or the ``lr`` of ``optimizer_cls_and_kwargs`` when it has one. The spec's ``lr_scale``
+    multiplies it, the scheduler starts from it (``cosine_with_min_lr``'s floor too) and the logged
+    ``learning_rate`` follows it.
+
     Args:
-        param_groups: The spec (see :func:`~layerwise_trainer.parse_spec`); when None,
-            ``args.param_groups`` is used if the arguments have that field.
+        param_groups: The spec (see `parse_spec`); when None, ``args.param_groups`` is used if the
+            arguments have that field.
         *args: The Trainer's positional arguments.
         **kwargs: The Trainer's keyword arguments.
 
     Attributes:
         param_groups_spec: The parsed spec, or None.
-        group_plan: The groups the spec gives for the model (:class:`~layerwise_trainer.GroupPlan`),
-            resolved when the trainer is built and again, for the wrapped model, in ``create_optimizer``.
-        group_lr_callback: The installed :class:`~layerwise_trainer.GroupLearningRateCallback`.
+        group_plan: The groups the spec gives for the model (a `GroupPlan`), resolved when the trainer
+            is built; after ``create_optimizer``, over the parameters the optimizer holds.
+        group_lr_callback: The installed `GroupLearningRateCallback`.
 
     Raises:
         SpecError: A problem with the spec, found as early as the model allows, or a spec given
@@ -56,6 +94,8 @@ class LayerwiseTrainerMixin:
     param_groups_spec: LayerwiseSpec | None = None
     group_plan: GroupPlan | None = None
     group_lr_callback: GroupLearningRateCallback | None = None
+    _plan_inputs: _PlanInputs | None = None
+    _optimizer_layout: dict[str, Any] | None = None
 
     def __init__(self, *args: Any, param_groups: SpecSource | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,18 +106,26 @@ class LayerwiseTrainerMixin:
         self.group_lr_callback = None
         if self.param_groups_spec is None:
             return
+        self._check_no_prebuilt_optimizer_or_scheduler()
+        self._check_deepspeed_config()
+        self.group_lr_callback = GroupLearningRateCallback.attach(trainer)
+        if trainer.model is not None:
+            self._resolve(trainer.model)
+
+    def _check_no_prebuilt_optimizer_or_scheduler(self) -> None:
+        trainer: Trainer = self  # type: ignore[assignment]
         if trainer.optimizer is not None:
             raise SpecError(
                 "param_groups cannot be combined with optimizers=(optimizer, ...): the spec builds the "
                 "optimizer; pass one or the other"
             )
-        self._check_deepspeed_config()
-        self.group_lr_callback = GroupLearningRateCallback.attach(
-            trainer, base_learning_rate=trainer.args.learning_rate
-        )
-        if trainer.model is not None:
-            self.group_plan = self._plan_groups(trainer.model, *self._optimizer_cls_and_kwargs(trainer.model))
-            self.group_plan.freeze_frozen_groups()
+        if trainer.lr_scheduler is not None:
+            raise SpecError(
+                "param_groups cannot be combined with optimizers=(None, scheduler): a scheduler built before "
+                "the spec's optimizer exists cannot drive its groups. Choose the schedule with "
+                "TrainingArguments.lr_scheduler_type and lr_scheduler_kwargs, or subclass the trainer and "
+                "override create_scheduler(num_training_steps, optimizer) to build yours on that optimizer"
+            )
 
     def _check_deepspeed_config(self) -> None:
         trainer: Trainer = self  # type: ignore[assignment]
@@ -109,33 +157,51 @@ class LayerwiseTrainerMixin:
             return trainer.get_decay_parameter_names(model)
         return None
 
-    def _plan_groups(
-        self,
-        model: nn.Module,
-        optimizer_cls: type[torch.optim.Optimizer],
-        optimizer_kwargs: dict[str, Any],
-        label: str,
-    ) -> GroupPlan:
-        """Resolve the spec against ``model`` for the given optimizer."""
-        assert self.param_groups_spec is not None
+    def _plan_inputs_for(self, model: nn.Module) -> tuple[_PlanInputs, str]:
+        """The arguments a plan for ``model`` is resolved with now, and the optimizer's name."""
         trainer: Trainer = self  # type: ignore[assignment]
-        return resolve_groups(
-            model,
-            self.param_groups_spec,
-            learning_rate=trainer.args.learning_rate,
+        optimizer_cls, optimizer_kwargs, label = self._optimizer_cls_and_kwargs(model)
+        inputs = _PlanInputs(
+            learning_rate=float(optimizer_kwargs.get("lr", trainer.args.learning_rate)),
             weight_decay=trainer.args.weight_decay,
-            decay_parameter_names=self._decay_parameter_names(model),
             optimizer_cls=optimizer_cls,
             optimizer_kwargs=optimizer_kwargs,
+            decay_parameter_names=self._decay_parameter_names(model),
+        )
+        return inputs, label
+
+    def _resolve(self, model: nn.Module, inputs: _PlanInputs | None = None, label: str = "") -> GroupPlan:
+        """Resolve the spec against ``model``, after giving back what an earlier trainer froze in it."""
+        assert self.param_groups_spec is not None
+        if inputs is None:
+            inputs, label = self._plan_inputs_for(model)
+        give_back_frozen(model)
+        self.group_plan = resolve_groups(
+            model,
+            self.param_groups_spec,
+            learning_rate=inputs.learning_rate,
+            weight_decay=inputs.weight_decay,
+            decay_parameter_names=inputs.decay_parameter_names,
+            optimizer_cls=inputs.optimizer_cls,
+            optimizer_kwargs=inputs.optimizer_kwargs,
             optimizer_label=label,
         )
+        self._plan_inputs = inputs
+        return self.group_plan
+
+    def _plan_for(self, model: nn.Module, inputs: _PlanInputs, label: str) -> GroupPlan:
+        """The resolved plan mapped onto ``model`` by name, or a new resolution when it does not fit."""
+        if self.group_plan is not None and self._plan_inputs is not None and self._plan_inputs.same_as(inputs):
+            mapped = map_plan(self.group_plan, model)
+            if mapped is not None:
+                return mapped
+        return self._resolve(model, inputs, label)
 
     def call_model_init(self, trial: Any = None) -> nn.Module:
-        """The stock ``call_model_init``, with the spec's frozen groups frozen on the new model."""
+        """The stock ``call_model_init``, with the spec resolved against the new model."""
         model = super().call_model_init(trial)  # type: ignore[misc]
         if self.param_groups_spec is not None:
-            self.group_plan = self._plan_groups(model, *self._optimizer_cls_and_kwargs(model))
-            self.group_plan.freeze_frozen_groups()
+            self._resolve(model)
         return model
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -150,17 +216,17 @@ class LayerwiseTrainerMixin:
         trainer: Trainer = self  # type: ignore[assignment]
         if trainer.optimizer is None:
             opt_model = trainer.model if model is None else model
-            optimizer_cls, optimizer_kwargs, label = self._optimizer_cls_and_kwargs(opt_model)
-            plan = self._plan_groups(opt_model, optimizer_cls, optimizer_kwargs, label)
-            plan.freeze_frozen_groups()
+            inputs, label = self._plan_inputs_for(opt_model)
+            plan = self._plan_for(opt_model, inputs, label)
+            freeze_for_training(plan, opt_model)
+            self._optimizer_layout = optimizer_layout(inputs.optimizer_cls, inputs.optimizer_kwargs)
             if is_distributed():
-                check_same_on_every_rank(plan_layout(plan)["hash"], "the param groups")
+                check_same_on_every_rank(plan_layout(plan, self._optimizer_layout)["hash"], "the param groups")
             with gc_paused():
-                trainer.optimizer = optimizer_cls(plan.optimizer_param_groups(), **optimizer_kwargs)
+                trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(), **inputs.optimizer_kwargs)
             self.group_plan = plan
-            if self.group_lr_callback is not None:
-                self.group_lr_callback.frozen_group_names = plan.frozen_group_names
-            _keep_embeddings_in_32_bit(optimizer_cls, optimizer_kwargs, opt_model)
+            self._follow_in_logs(plan, inputs.learning_rate)
+            _keep_embeddings_in_32_bit(inputs.optimizer_cls, inputs.optimizer_kwargs, opt_model)
             logger.info(
                 "param groups: %s",
                 ", ".join(f"{group.name} (lr {group.lr:g}, wd {group.weight_decay:g})" for group in plan.groups),
@@ -171,52 +237,91 @@ class LayerwiseTrainerMixin:
                 trainer.optimizer = smp.DistributedOptimizer(trainer.optimizer)
         return trainer.optimizer
 
+    def _follow_in_logs(self, plan: GroupPlan, base_learning_rate: float) -> None:
+        """Tell the callback the base rate and each group's planned rate, which the schedule scales."""
+        if self.group_lr_callback is None:
+            return
+        self.group_lr_callback.base_learning_rate = base_learning_rate
+        self.group_lr_callback.initial_rates = tuple(group.lr for group in plan.trainable_groups)
+        self.group_lr_callback.frozen_group_names = plan.frozen_group_names
+
+    def _wrap_model(self, model: nn.Module, training: bool = True, dataloader: Any = None) -> nn.Module:
+        """The stock wrapping, after freezing the frozen groups when training (DDP and FSDP need it first).
+
+        Under FSDP1 the Trainer wraps the model before it calls ``create_optimizer``.
+        """
+        trainer: Trainer = self  # type: ignore[assignment]
+        if training and self.group_plan is not None and trainer.model is not None:
+            freeze_for_training(self.group_plan, trainer.model)
+        return super()._wrap_model(model, training, dataloader)  # type: ignore[misc]
+
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         """The stock save, plus the param-group layout the resume check compares against."""
         super()._save_optimizer_and_scheduler(output_dir)  # type: ignore[misc]
         trainer: Trainer = self  # type: ignore[assignment]
         if self.group_plan is not None and trainer.args.should_save:
-            save_layout(plan_layout(self.group_plan), output_dir)
+            save_layout(plan_layout(self.group_plan, self._optimizer_layout), output_dir)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        """Refuse a checkpoint saved with other param groups before its state is loaded, then load it."""
-        checked = checkpoint is not None and self.group_plan is not None
-        if checked and not check_resume_layout(checkpoint, plan_layout(self.group_plan)):
+        """Refuse a checkpoint saved with other param groups before its state is loaded, then load it.
+
+        Torch's ``load_state_dict`` replaces every group's keys with the saved group's: the names and the
+        spec's other hyperparameters are put back after it.
+        """
+        if checkpoint is None or self.group_plan is None:
+            super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
+            return
+        trainer: Trainer = self  # type: ignore[assignment]
+        current = plan_layout(self.group_plan, self._optimizer_layout)
+        has_layout = check_resume_layout(checkpoint, current)
+        if not has_layout:
             logger.warning(
                 "%s has no %s (it was not saved by a LayerwiseTrainer): its optimizer state is loaded "
                 "by position, unchecked against the spec's param groups",
                 checkpoint,
                 LAYOUT_FILE,
             )
+        if trainer.optimizer is not None:
+            label = (self._optimizer_layout or {}).get("class", type(trainer.optimizer).__name__)
+            check_saved_optimizer(checkpoint, trainer.optimizer.param_groups, label.rsplit(".", 1)[-1])
         super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
+        if trainer.optimizer is not None:
+            _restore_group_keys(trainer.optimizer.param_groups, self.group_plan)
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> torch.optim.lr_scheduler.LRScheduler:
-        """The stock scheduler; for plateau-style schedulers, with bounds scaled per group.
+        """The stock scheduler; ``reduce_lr_on_plateau`` and ``greedy`` decided on the base rate.
 
-        ``reduce_lr_on_plateau`` and ``greedy`` clamp rates to absolute bounds; their ``min_lr``,
-        ``max_lr`` and ``eps`` are scaled by each group's ratio to the base rate so that every group
-        keeps its ratio (see :mod:`layerwise_trainer.scheduling`).
+        Those two move each group on its own, against absolute bounds and an absolute ``eps``; with a
+        spec they run on the base rate and every group follows at its ratio (see the `scheduling` module).
         """
         trainer: Trainer = self  # type: ignore[assignment]
         target = optimizer if optimizer is not None else trainer.optimizer
-        scaled = None
-        if self.param_groups_spec is not None and trainer.lr_scheduler is None and target is not None:
-            scaled = proportional_scheduler_kwargs(
-                trainer.args.lr_scheduler_type,
-                trainer.args.lr_scheduler_kwargs,
-                [group["lr"] for group in target.param_groups],
-                trainer.args.learning_rate,
-            )
-        if scaled is None:
+        if self.group_plan is None or trainer.lr_scheduler is not None or target is None or self._plan_inputs is None:
             return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
-        original = trainer.args.lr_scheduler_kwargs
-        trainer.args.lr_scheduler_kwargs = scaled
-        try:
+        scheduler = proportional_scheduler(
+            trainer.args.lr_scheduler_type,
+            target,
+            trainer.args.lr_scheduler_kwargs,
+            [group.lr for group in self.group_plan.trainable_groups],
+            self._plan_inputs.learning_rate,
+        )
+        if scheduler is None:
             return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
-        finally:
-            trainer.args.lr_scheduler_kwargs = original
+        trainer.lr_scheduler = scheduler  # type: ignore[assignment]
+        trainer._created_lr_scheduler = True  # a later train() builds it again, as the stock one
+        return trainer.lr_scheduler
+
+
+def _restore_group_keys(param_groups: list[dict[str, Any]], plan: GroupPlan) -> None:
+    """Put each group's name and spec hyperparameters back after torch's ``load_state_dict`` replaced them."""
+    trainable = plan.trainable_groups
+    if len(param_groups) != len(trainable):
+        return
+    for group, planned in zip(param_groups, trainable, strict=True):
+        group["name"] = planned.name
+        group.update(planned.options)
 
 
 def _keep_embeddings_in_32_bit(optimizer_cls: Any, optimizer_kwargs: dict[str, Any], model: nn.Module) -> None:
@@ -242,7 +347,7 @@ class LayerwiseTrainer(LayerwiseTrainerMixin, Trainer):
 
     Args:
         param_groups: The spec: a list of group dicts, a dict with ``groups``, a path to a YAML/JSON
-            file, a JSON string, or a :class:`~layerwise_trainer.LayerwiseSpec`.
+            file, a JSON string, or a `LayerwiseSpec`.
         *args: ``Trainer``'s positional arguments.
         **kwargs: ``Trainer``'s keyword arguments.
 

@@ -78,7 +78,8 @@ def test_optimizer_cls_and_kwargs_is_used(make_args, data):
     optimizer = trainer.create_optimizer()
     assert type(optimizer) is torch.optim.SGD
     assert [group["momentum"] for group in optimizer.param_groups] == [0.9] * 4
-    assert [group["lr"] for group in optimizer.param_groups] == [5e-5 * 0.1] * 2 + [1e-3] * 2
+    # The lr of optimizer_cls_and_kwargs is the base rate that lr_scale multiplies (not args.learning_rate).
+    assert [group["lr"] for group in optimizer.param_groups] == [0.5 * 0.1] * 2 + [1e-3] * 2
 
 
 def test_hyperparameters_of_adamw():

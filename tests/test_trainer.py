@@ -171,6 +171,69 @@ def test_plateau_schedules_keep_the_ratios_between_groups(schedule, kwargs, metr
     assert moved
 
 
+PLATEAU_KWARGS = {
+    "reduce_lr_on_plateau": {"patience": 0, "factor": 0.5},
+    "greedy": {"patience": 0, "factor": 0.5, "min_lr": 0.0, "max_lr": 1.0},
+}
+
+
+def plateau_trainer(schedule, make_args, data):
+    spec = [{"name": "head", "match": "classifier.*", "lr": 1e-3}, {"name": "body", "match": "bert.*", "lr": 1e-6}]
+    args = make_args(
+        learning_rate=1e-4, lr_scheduler_type=schedule, lr_scheduler_kwargs=PLATEAU_KWARGS[schedule],
+        eval_strategy="steps", eval_steps=1,
+    )  # fmt: skip
+    return LayerwiseTrainer(model=tiny_bert(), args=args, train_dataset=data, eval_dataset=data, param_groups=spec)
+
+
+@pytest.mark.parametrize("schedule", sorted(PLATEAU_KWARGS))
+def test_plateau_schedules_keep_every_ratio_down_to_eps(schedule, make_args, data):
+    """Forty worsening metrics: the base rate halves until a step would be below eps, and stops there."""
+    trainer = plateau_trainer(schedule, make_args, data)
+    trainer.create_optimizer()
+    scheduler = trainer.create_scheduler(num_training_steps=10)
+    reference_optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-4)
+    reference = get_scheduler(schedule, reference_optimizer, scheduler_specific_kwargs=PLATEAU_KWARGS[schedule])
+    base_rates = []
+    for metric in range(40):
+        scheduler.step(metric)
+        reference.step(metric)
+        base_rates.append(reference_optimizer.param_groups[0]["lr"])
+        head, body = trainer.optimizer.param_groups[0::2]
+        assert (head["name"], body["name"]) == ("head", "body")
+        assert head["lr"] == pytest.approx(base_rates[-1] * 10, rel=1e-12, abs=0), metric
+        assert body["lr"] == pytest.approx(base_rates[-1] * 0.01, rel=1e-12, abs=0), metric
+    assert base_rates[-1] == base_rates[-2] < 2e-8  # it stopped where a halving would move less than eps (1e-8)
+
+
+@pytest.mark.parametrize("schedule", sorted(PLATEAU_KWARGS))
+def test_plateau_schedules_log_the_base_schedule(schedule, make_args, data):
+    trainer = plateau_trainer(schedule, make_args, data)
+    trainer.train()
+    entries = training_entries(trainer)
+    assert entries[0]["learning_rate"] == 1e-4  # not group 0's (head's) 1e-3
+    for entry in entries:
+        assert entry["learning_rate"] == pytest.approx(entry["learning_rate/head"] / 10, rel=1e-12)
+
+
+@pytest.mark.parametrize("schedule", sorted(PLATEAU_KWARGS))
+def test_plateau_scheduler_state_is_restored(schedule, make_args, data, tmp_path):
+    trainer = plateau_trainer(schedule, make_args, data)
+    trainer.create_optimizer()
+    scheduler = trainer.create_scheduler(num_training_steps=10)
+    for metric in range(3):
+        scheduler.step(metric)
+    torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")
+    resumed = plateau_trainer(schedule, make_args, data)
+    resumed.create_optimizer()
+    resumed.create_scheduler(num_training_steps=10).load_state_dict(
+        torch.load(tmp_path / "scheduler.pt", weights_only=True)
+    )
+    rates = [group["lr"] for group in trainer.optimizer.param_groups]
+    assert [group["lr"] for group in resumed.optimizer.param_groups] == rates
+    assert rates[0] != 1e-3 and rates[0] == pytest.approx(rates[2] * 1000, rel=1e-12)
+
+
 def test_no_spec_is_the_stock_trainer_to_the_letter(make_args, data):
     def run(trainer_cls):
         model = tiny_bert()
@@ -208,13 +271,152 @@ def test_a_bad_spec_fails_when_the_trainer_is_built(make_args):
         LayerwiseTrainer(model=tiny_bert(), args=make_args(), param_groups=[{"name": "head", "match": "clasifier.*"}])
 
 
-def test_frozen_groups_are_frozen_at_construction(make_args):
+def trainable_names(model):
+    return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def test_frozen_groups_are_frozen_when_the_optimizer_is_built(make_args):
     model = tiny_bert()
-    LayerwiseTrainer(model=model, args=make_args(), param_groups=BODY_HEAD_SPEC)
-    assert {name for name, parameter in model.named_parameters() if parameter.requires_grad} == {
-        "classifier.weight",
-        "classifier.bias",
-    }
+    trainer = LayerwiseTrainer(model=model, args=make_args(), param_groups=BODY_HEAD_SPEC)
+    assert trainable_names(model) == {name for name, _ in model.named_parameters()}  # building changes nothing
+    trainer.create_optimizer()
+    assert trainable_names(model) == {"classifier.weight", "classifier.bias"}
+
+
+def test_an_evaluate_only_trainer_freezes_nothing(make_args, data):
+    model = tiny_bert()
+    trainer = LayerwiseTrainer(model=model, args=make_args(), eval_dataset=data, param_groups=BODY_HEAD_SPEC)
+    trainer.evaluate()
+    assert trainable_names(model) == {name for name, _ in model.named_parameters()}
+
+
+def test_a_second_trainer_trains_what_the_first_froze(make_args, data):
+    """A notebook re-run: the body the first spec froze learns at the second spec's rate."""
+    model = tiny_bert()
+    LayerwiseTrainer(model=model, args=make_args(max_steps=1), train_dataset=data, param_groups=BODY_HEAD_SPEC).train()
+    assert not model.bert.pooler.dense.weight.requires_grad
+    body_before = model.bert.pooler.dense.weight.detach().clone()
+    spec = [{"name": "body", "match": "bert.*", "lr": 1e-4}, {"name": "head", "match": "classifier.*", "lr": 2e-5}]
+    args = make_args(max_steps=2, lr_scheduler_type="constant")
+    second = LayerwiseTrainer(model=model, args=args, train_dataset=data, param_groups=spec)
+    second.train()
+    assert [entry["learning_rate/body"] for entry in training_entries(second)] == [1e-4, 1e-4]
+    assert trainable_names(model) == {name for name, _ in model.named_parameters()}
+    assert not torch.equal(model.bert.pooler.dense.weight, body_before)
+
+
+def test_parameters_the_user_froze_stay_frozen(make_args, data):
+    model = tiny_bert()
+    for parameter in model.bert.embeddings.parameters():
+        parameter.requires_grad_(False)
+    LayerwiseTrainer(model=model, args=make_args(max_steps=1), train_dataset=data, param_groups=BODY_HEAD_SPEC).train()
+    spec = [{"name": "body", "match": "bert.*", "lr": 1e-4}, {"name": "head", "match": "classifier.*"}]
+    LayerwiseTrainer(model=model, args=make_args(max_steps=1), train_dataset=data, param_groups=spec).train()
+    frozen = {name for name, _ in model.named_parameters()} - trainable_names(model)
+    assert frozen == {name for name, _ in model.named_parameters() if name.startswith("bert.embeddings.")}
+
+
+def counting_resolutions(monkeypatch):
+    import layerwise_trainer.trainer as trainer_module
+
+    calls = []
+    original = trainer_module.resolve_groups
+
+    def counted(model, *args, **kwargs):
+        calls.append(model)
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "resolve_groups", counted)
+    return calls
+
+
+def test_the_spec_is_resolved_once(make_args, data, monkeypatch):
+    calls = counting_resolutions(monkeypatch)
+    trainer = LayerwiseTrainer(model=tiny_bert(), args=make_args(max_steps=1), train_dataset=data,
+                               param_groups=BODY_HEAD_SPEC)  # fmt: skip
+    trainer.train()
+    assert len(calls) == 1
+    assert trainer.group_plan.parameters["classifier.weight"] is trainer.model.classifier.weight
+
+
+def test_the_plan_is_mapped_onto_a_wrapped_model_by_name(make_args, monkeypatch):
+    calls = counting_resolutions(monkeypatch)
+    model = tiny_bert()
+    trainer = LayerwiseTrainer(model=model, args=make_args(), param_groups=BODY_HEAD_SPEC)
+    compiled = torch.compile(model, backend="eager")
+    optimizer = trainer.create_optimizer(compiled)
+    assert len(calls) == 1
+    assert [(group["name"], group["params"]) for group in optimizer.param_groups] == [
+        ("head", [model.classifier.weight]), ("head", [model.classifier.bias])
+    ]  # fmt: skip
+
+
+def test_a_module_replaced_since_construction_is_mapped_by_name(make_args, monkeypatch):
+    calls = counting_resolutions(monkeypatch)
+    model = tiny_bert()
+    trainer = LayerwiseTrainer(model=model, args=make_args(), param_groups=BODY_HEAD_SPEC)
+    model.classifier = torch.nn.Linear(16, 5)  # a new head, under the same names
+    optimizer = trainer.create_optimizer()
+    assert len(calls) == 1
+    assert [group["params"] for group in optimizer.param_groups] == [[model.classifier.weight], [model.classifier.bias]]
+
+
+def test_a_model_frozen_differently_since_construction_is_resolved_again(make_args, monkeypatch):
+    calls = counting_resolutions(monkeypatch)
+    model = tiny_bert()
+    spec = [{"name": "body", "match": "bert.*", "lr_scale": 0.1}, {"name": "head", "match": "classifier.*"}]
+    trainer = LayerwiseTrainer(model=model, args=make_args(), param_groups=spec)
+    model.bert.pooler.dense.bias.requires_grad_(False)  # the user froze one more tensor
+    optimizer = trainer.create_optimizer()
+    assert len(calls) == 2
+    assert trainer.group_plan.frozen_before_training == ("bert.pooler.dense.bias",)
+    assert all(parameter is not model.bert.pooler.dense.bias for group in optimizer.param_groups
+               for parameter in group["params"])  # fmt: skip
+
+
+def test_a_learning_rate_changed_after_construction_is_trained_and_logged(make_args, data):
+    """As hyperparameter_search does: it sets args.learning_rate on the trainer it built."""
+    spec = [{"name": "body", "match": "bert.*", "lr": 0}, {"name": "head", "match": "classifier.*", "lr_scale": 10}]
+    trainer = LayerwiseTrainer(
+        model=tiny_bert(), args=make_args(learning_rate=1e-4, lr_scheduler_type="constant", max_steps=2),
+        train_dataset=data, param_groups=spec,
+    )  # fmt: skip
+    trainer.args.learning_rate = 3e-4
+    trainer.train()
+    assert [(entry["learning_rate"], entry["learning_rate/head"]) for entry in training_entries(trainer)] == [
+        (3e-4, 3e-4 * 10)
+    ] * 2
+
+
+def test_a_prebuilt_scheduler_with_a_spec_is_refused(make_args):
+    model = tiny_bert()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=1e-3), lambda step: 1.0)
+    with pytest.raises(SpecError) as caught:
+        LayerwiseTrainer(model=model, args=make_args(), optimizers=(None, scheduler), param_groups=BODY_HEAD_SPEC)
+    message = str(caught.value)
+    assert message.startswith("param_groups cannot be combined with optimizers=(None, scheduler)")
+    assert "TrainingArguments.lr_scheduler_type and lr_scheduler_kwargs" in message
+    assert "override create_scheduler(num_training_steps, optimizer)" in message
+
+
+def test_the_lr_of_optimizer_cls_and_kwargs_is_the_base_rate(make_args, data):
+    base_lr, total = 1e-3, 4
+    args = make_args(
+        learning_rate=1e-4, lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr": 1e-4},
+        max_steps=total,
+    )  # fmt: skip
+    spec = [{"name": "head", "match": "classifier.*", "lr_scale": 10}]
+    trainer = LayerwiseTrainer(
+        model=tiny_bert(), args=args, train_dataset=data, param_groups=spec,
+        optimizer_cls_and_kwargs=(torch.optim.AdamW, {"lr": base_lr}),
+    )  # fmt: skip
+    trainer.train()
+    reference = reference_rates("cosine_with_min_lr", {"min_lr": 1e-4}, base_lr, 0, total)
+    entries = training_entries(trainer)
+    assert [entry["learning_rate"] for entry in entries] == pytest.approx(reference, rel=1e-12)
+    assert [entry["learning_rate/head"] for entry in entries] == pytest.approx([10 * r for r in reference], rel=1e-12)
+    assert [entry["learning_rate/default"] for entry in entries] == pytest.approx(reference, rel=1e-12)
+    assert reference[0] == base_lr and reference[-1] > 1e-4
 
 
 def test_model_init_models_are_frozen_too(make_args, data):
