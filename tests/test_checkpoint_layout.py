@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from conftest import tiny_bert
 from safetensors.torch import load_file
+from transformers import Trainer
 
 from layerwise_trainer import LayerwiseTrainer, SpecError
 from layerwise_trainer.checkpoint_layout import (
@@ -69,7 +71,9 @@ def resumed_trainer(make_args, data, tmp_path, spec, **overrides):
 def test_every_checkpoint_carries_the_layout(first_run):
     trainer, checkpoint = first_run
     layout = json.loads((checkpoint / LAYOUT_FILE).read_text())
-    assert layout == plan_layout(trainer.group_plan)
+    assert layout["version"] == 2
+    assert layout["optimizer"] == {"class": "torch.optim.adamw.AdamW", "kwargs": {"betas": [0.9, 0.999], "eps": 1e-08}}
+    assert layout == plan_layout(trainer.group_plan, layout["optimizer"])
     assert [(group["name"], group["lr"], group["weight_decay"]) for group in layout["groups"]] == [
         ("low", 1e-3, 0.01), ("low", 1e-3, 0.0), ("high", 1e-3, 0.01), ("high", 1e-3, 0.0),
         ("head", 3e-3, 0.01), ("head", 3e-3, 0.0),
@@ -184,3 +188,84 @@ def test_layout_differences():
     assert layout_differences(saved, layout(("b", 1.0, ["z"]), ("a", 1.0, ["x", "y"]))) == [
         "the groups are the same but in another order"
     ]
+
+
+@pytest.fixture
+def stock_checkpoint(make_args, data, tmp_path):
+    """A checkpoint of the stock Trainer after step 3: two param groups, no layout."""
+    args = make_args(output_dir=str(tmp_path / "stock"), save_strategy="steps", save_steps=3, max_steps=3,
+                     lr_scheduler_type="linear", warmup_steps=2, weight_decay=0.01)  # fmt: skip
+    Trainer(model=tiny_bert(), args=args, train_dataset=data).train()
+    return tmp_path / "stock" / "checkpoint-3"
+
+
+def test_a_stock_checkpoint_with_another_group_count_is_refused(stock_checkpoint, make_args, data, tmp_path):
+    resumed = resumed_trainer(make_args, data, tmp_path, SPEC)
+    with pytest.raises(CheckpointLayoutError) as caught:
+        resumed.train(resume_from_checkpoint=str(stock_checkpoint))
+    message = str(caught.value)
+    assert message.startswith(
+        f"cannot resume from {stock_checkpoint}: the checkpoint's optimizer has 2 param groups holding 41 "
+        "tensors, the spec gives 6 holding 36."
+    )
+    assert "Torch restores optimizer state by position" in message
+    assert "for a checkpoint of the stock Trainer: no spec" in message
+    assert resumed.state.global_step == 3
+
+
+def test_a_stock_checkpoint_resumed_with_one_group_keeps_the_names(stock_checkpoint, make_args, data, tmp_path):
+    resumed = resumed_trainer(make_args, data, tmp_path, [{"name": "everything", "match": "*"}])
+    resumed.train(resume_from_checkpoint=str(stock_checkpoint))
+    assert [group["name"] for group in resumed.optimizer.param_groups] == ["everything", "everything"]
+    assert {key for _, rates in group_rates(resumed) for key in rates} == {"learning_rate", "learning_rate/everything"}
+
+
+def test_resume_with_another_optimizer_is_refused(first_run, make_args, data, tmp_path):
+    _, checkpoint = first_run
+    with pytest.raises(CheckpointLayoutError) as caught:
+        resumed_trainer(make_args, data, tmp_path, SPEC, optim="sgd").train(resume_from_checkpoint=str(checkpoint))
+    assert str(caught.value).splitlines()[1] == (
+        "  - optimizer: torch.optim.adamw.AdamW in the checkpoint, torch.optim.sgd.SGD now (its state holds "
+        "other tensors and hyperparameters, which the current optimizer cannot use)"
+    )
+
+
+def test_resume_with_another_adam_epsilon_is_refused(first_run, make_args, data, tmp_path):
+    _, checkpoint = first_run
+    with pytest.raises(CheckpointLayoutError) as caught:
+        resumed_trainer(make_args, data, tmp_path, SPEC, adam_epsilon=1e-6).train(
+            resume_from_checkpoint=str(checkpoint)
+        )
+    assert str(caught.value).splitlines()[1] == "  - optimizer argument 'eps': 1e-08 in the checkpoint, 1e-06 now"
+
+
+def as_version_1(checkpoint):
+    """Rewrite a checkpoint's layout as the first version wrote it: no optimizer, a hash of the groups."""
+    layout = json.loads((checkpoint / LAYOUT_FILE).read_text())
+    groups = layout["groups"]
+    digest = hashlib.sha256(json.dumps(groups, sort_keys=True).encode("utf-8")).hexdigest()
+    legacy = {"version": 1, "hash": digest, "groups": groups, "frozen": layout["frozen"]}
+    (checkpoint / LAYOUT_FILE).write_text(json.dumps(legacy))
+
+
+def test_a_version_1_layout_still_resumes(first_run, make_args, data, tmp_path):
+    uninterrupted, checkpoint = first_run
+    as_version_1(checkpoint)
+    resumed = resumed_trainer(make_args, data, tmp_path, SPEC)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    after_resume = [(step, rates) for step, rates in group_rates(resumed) if step > 3]
+    assert after_resume == [(step, rates) for step, rates in group_rates(uninterrupted) if step > 3]
+
+
+def test_a_version_1_layout_with_another_optimizer_is_refused(first_run, make_args, data, tmp_path):
+    _, checkpoint = first_run
+    as_version_1(checkpoint)
+    with pytest.raises(CheckpointLayoutError) as caught:
+        resumed_trainer(make_args, data, tmp_path, SPEC, optim="sgd").train(resume_from_checkpoint=str(checkpoint))
+    assert str(caught.value) == (
+        f"cannot resume from {checkpoint}: it was saved by another optimizer: SGD needs 'dampening', 'momentum', "
+        "'nesterov', which the saved groups lack; the saved groups have 'amsgrad', 'betas', 'capturable' and 2 "
+        "more, which SGD does not take. Torch restores optimizer state by position, so it cannot go into these "
+        "groups. Resume with the spec and optim the checkpoint was saved with (for a checkpoint of the stock "
+        "Trainer: no spec), or start a new run from its weights (without resume_from_checkpoint)."
+    )
