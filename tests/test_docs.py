@@ -395,3 +395,13 @@ def test_the_api_page_shows_no_lambda_default(site):
 def test_the_japanese_page_is_served_as_japanese(site):
     assert '<html lang="ja"' in (site / "ja" / "index.html").read_text(encoding="utf-8")
     assert '<html lang="en"' in (site / "index.html").read_text(encoding="utf-8")
+
+
+# `pip install "layerwise-trainer[ja]"` fails: the package is on no index a user can reach.
+INSTALL_FROM_AN_INDEX = re.compile(r"pip install [\"']?layerwise[-_]trainer\b")
+
+
+@pytest.mark.parametrize("path", [*PAGES, *EXAMPLE_FILES])
+def test_no_page_installs_the_package_from_an_index(path):
+    commands = INSTALL_FROM_AN_INDEX.findall((REPO / path).read_text(encoding="utf-8"))
+    assert commands == [], f"{path}: install from a clone (pip install '.[ja]') or a built wheel instead"

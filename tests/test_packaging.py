@@ -1,0 +1,65 @@
+"""The package as a user installs it: the wheel, built from the sdist, carries the package data.
+
+CI goes further (`.ci/check_wheel`): it installs the wheel with `[ja]` in a fresh virtual environment and runs
+it from outside the checkout. This test builds the same wheel without installing it, from a copy of the source
+so that the checkout stays as it is.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCE = ["layerwise_trainer", "setup.cfg", "setup.py", "pyproject.toml", "README.md"]
+PACKAGE_DATA = ["layerwise_trainer/py.typed", "layerwise_trainer/configs/default.yaml"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    pytest.importorskip("build", reason="the dev extra builds the wheel")
+    source = tmp_path_factory.mktemp("source")
+    for name in SOURCE:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(REPO / name, source / name)
+    dist = tmp_path_factory.mktemp("dist")
+    command = [sys.executable, "-m", "build", "--no-isolation", "--skip-dependency-check", "--outdir", str(dist)]
+    built = subprocess.run([*command, str(source)], capture_output=True, text=True)
+    assert built.returncode == 0, f"building the sdist and the wheel failed:\n{built.stdout[-3000:]}{built.stderr}"
+    (path,) = dist.glob("layerwise_trainer-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def test_the_wheel_carries_the_package_data(wheel):
+    assert sorted(set(PACKAGE_DATA) - set(wheel.namelist())) == []
+
+
+def test_the_wheel_carries_every_file_of_the_package(wheel):
+    package_files = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "layerwise_trainer").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert sorted(package_files - set(wheel.namelist())) == []
+
+
+def test_the_wheel_declares_the_ja_extra(wheel):
+    (metadata,) = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
+    lines = wheel.read(metadata).decode().splitlines()
+    assert "Provides-Extra: ja" in lines
+    assert {line for line in lines if line.endswith('extra == "ja"')} == {
+        'Requires-Dist: fugashi>=1.3; extra == "ja"',
+        'Requires-Dist: ipadic>=1.0; extra == "ja"',
+    }
+
+
+def test_the_wheel_installs_the_command(wheel):
+    (entry_points,) = [name for name in wheel.namelist() if name.endswith(".dist-info/entry_points.txt")]
+    assert "layerwise-trainer = layerwise_trainer.cli:main" in wheel.read(entry_points).decode().splitlines()
