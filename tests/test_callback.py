@@ -190,3 +190,21 @@ def test_group_learning_rates_names():
         "body/group_3": 2e-5,
         "group_4": 3e-5,
     }
+
+
+def test_base_learning_rate_under_a_plateau_scheduler(make_args, data):
+    """ReduceLROnPlateau sets no initial_lr: the initial rates are read when training begins."""
+    model = tiny_bert()
+    args = make_args(
+        lr_scheduler_type="reduce_lr_on_plateau", lr_scheduler_kwargs={"patience": 0, "factor": 0.5},
+        eval_strategy="steps", eval_steps=1, learning_rate=2e-4,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data,
+                      optimizers=(hand_built_optimizer(model), None))  # fmt: skip
+    GroupLearningRateCallback.attach(trainer, base_learning_rate=2e-4)
+    trainer.train()
+    entries = training_entries(trainer)
+    assert entries[0]["learning_rate"] == 2e-4  # not group 0's 1e-5
+    assert [entry["learning_rate"] for entry in entries] == pytest.approx(
+        [2e-4 * entry["learning_rate/head"] / 1e-3 for entry in entries], rel=1e-12
+    )
