@@ -1,20 +1,25 @@
-"""Benchmark 1: building the optimizer's groups against the number of parameter tensors (meta device).
+"""Benchmark 1: what a user pays to get an optimizer, against the number of parameter tensors.
 
-The stock ``Trainer.create_optimizer`` tests ``name in decay_parameters`` against a list, so its cost
-grows as the square of the number of tensors; ``LayerwiseTrainer.create_optimizer`` should grow
-linearly. Both build the optimizer for the same meta-device model, in the same process.
+End to end: building the trainer (``Trainer(...)`` or ``LayerwiseTrainer(..., param_groups=spec)``) plus
+``create_optimizer()``, on the same CPU model, in the same process. The stock ``create_optimizer`` tests
+``name in decay_parameters`` against a list, so its cost grows as the square of the number of tensors;
+``LayerwiseTrainer`` resolves the spec once, when it is built, and maps that plan onto the model in
+``create_optimizer``, so its cost should grow linearly. Both pay the Trainer's own construction (which
+moves the model to the device) and the torch optimizer's.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 
+from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from layerwise_trainer import LayerwiseTrainer
 
 from .common import BenchmarkResult, Settings, Spread, Target, fitted_exponent, interleaved, timed
-from .models import WideModel, wide_model_on_meta
+from .models import WideModel
 
 # The usual recipe: frozen embeddings, a slow body, a fast head.
 SPEC = [
@@ -24,12 +29,18 @@ SPEC = [
 ]
 
 
-def _create_optimizer_seconds(trainer: Trainer, model: WideModel) -> float:
-    # Trainers are built around a small real model (the Trainer moves its model to the device); the
-    # meta-device model is swapped in for the measurement.
-    trainer.model = model
-    trainer.optimizer = None
-    return timed(trainer.create_optimizer)
+def _until_optimizer(build: Callable[[], Trainer]) -> Callable[[], float]:
+    """Seconds from nothing to an optimizer: build the trainer, then ``create_optimizer``."""
+    return lambda: timed(lambda: build().create_optimizer())
+
+
+def _candidates(model: nn.Module, args: TrainingArguments) -> dict[str, Callable[[], float]]:
+    # One model for every repetition, as in a notebook: a LayerwiseTrainer gives back what the previous
+    # one froze before it resolves its spec, and the stock Trainer changes nothing.
+    return {
+        "stock": _until_optimizer(lambda: Trainer(model=model, args=args)),
+        "layerwise": _until_optimizer(lambda: LayerwiseTrainer(model=model, args=args, param_groups=SPEC)),
+    }
 
 
 def run(settings: Settings) -> BenchmarkResult:
@@ -41,26 +52,18 @@ def run(settings: Settings) -> BenchmarkResult:
     )
     with tempfile.TemporaryDirectory() as output_dir:
         args = TrainingArguments(output_dir=output_dir, report_to=[], use_cpu=True)
-        stock = Trainer(model=WideModel(20), args=args)
-        ours = LayerwiseTrainer(model=WideModel(20), args=args, param_groups=SPEC)
         rows, stock_medians, our_medians = [], [], []
         for size in sizes:
-            model = wide_model_on_meta(size)
-            samples = interleaved(
-                {
-                    "stock": lambda model=model: _create_optimizer_seconds(stock, model),
-                    "layerwise": lambda model=model: _create_optimizer_seconds(ours, model),
-                },
-                repeats_for(size),
-            )
+            model = WideModel(size)  # on the CPU: the Trainer moves its model to the device when it is built
+            samples = interleaved(_candidates(model, args), repeats_for(size))
             stock_time, our_time = Spread.of(samples["stock"]), Spread.of(samples["layerwise"])
             stock_medians.append(stock_time.median)
             our_medians.append(our_time.median)
             rows.append(
                 {
                     "tensors": f"{sum(1 for _ in model.parameters()):,}",
-                    "stock create_optimizer": stock_time.text(),
-                    "LayerwiseTrainer": our_time.text(),
+                    "stock Trainer() + create_optimizer": stock_time.text(),
+                    "LayerwiseTrainer() + create_optimizer": our_time.text(),
                     "speed-up": f"{stock_time.median / our_time.median:.1f}x",
                     "repeats": len(samples["stock"]),
                 }
@@ -69,16 +72,24 @@ def run(settings: Settings) -> BenchmarkResult:
     stock_exponent = fitted_exponent(sizes, stock_medians)
     return BenchmarkResult(
         name="group_building",
-        title="1. Building the groups: create_optimizer against the number of tensors (meta device)",
-        columns=["tensors", "stock create_optimizer", "LayerwiseTrainer", "speed-up", "repeats"],
+        title="1. Building the groups: trainer construction plus create_optimizer against the number of tensors",
+        columns=[
+            "tensors",
+            "stock Trainer() + create_optimizer",
+            "LayerwiseTrainer() + create_optimizer",
+            "speed-up",
+            "repeats",
+        ],
         rows=rows,
         targets=[
             Target("LayerwiseTrainer growth exponent", our_exponent, "<=", 1.2),
-            Target(f"speed-up at {sizes[-1]:,} tensors", stock_medians[-1] / our_medians[-1], ">=", 30.0),
+            Target(f"speed-up at {sizes[-1]:,} tensors, end to end", stock_medians[-1] / our_medians[-1], ">=", 30.0),
         ],
         notes=[
             f"Fitted growth exponents (log time against log tensors): stock {stock_exponent:.2f}, "
-            f"LayerwiseTrainer {our_exponent:.2f}. Spec: frozen embeddings, body at 0.1x, head at 10x; "
-            "both timings include building the torch optimizer."
+            f"LayerwiseTrainer {our_exponent:.2f}. Spec: frozen embeddings, body at 0.1x, head at 10x. Both "
+            "timings run from nothing to an optimizer: the trainer's construction (which moves the model to "
+            "the device and, for LayerwiseTrainer, resolves the spec) plus create_optimizer (which builds the "
+            "torch optimizer)."
         ],
     )

@@ -30,12 +30,6 @@ class WideModel(nn.Module):
         self.classifier = nn.Linear(width, 2)
 
 
-def wide_model_on_meta(num_tensors: int) -> WideModel:
-    """A :class:`WideModel` whose tensors live on the meta device (no memory, no initialisation cost)."""
-    with torch.device("meta"):
-        return WideModel(num_tensors)
-
-
 BERT_SIZES = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
