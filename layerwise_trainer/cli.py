@@ -1,16 +1,19 @@
-"""The ``layerwise-trainer`` command line: ``train`` a whole fine-tune, ``plan`` a spec against a model.
+"""The `layerwise-trainer` command line: `train` a whole fine-tune, `plan` a spec against a model.
 
-Exit status: 0 on success, 2 for a bad configuration or spec (the message names the key), 1 for any
-other failure.
+Exit status: 0 on success; 2 for any mistake on the command line or in a config or spec, with one line
+on stderr that names the key, what was found and what was expected, before any data is prepared; 1 for
+any other failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from ._version import __version__
 
@@ -22,10 +25,84 @@ TASKS = (
 
 EXIT_BAD_INPUT = 2
 
+# Log records that optional packages emit when transformers imports them, before any command runs, none
+# about what the command does: torchao's prebuilt kernels for other Python and CUDA versions, the enums
+# torchao registers with torch the deprecated way, and a bitsandbytes CPU kernel that needs `kernels`.
+# Each is dropped by its logger and message only, so every other record of these loggers still shows.
+IMPORT_NOISE = (
+    ("torchao", "Failed to load "),
+    ("torch.utils._pytree", "is an Enum subclass and is now natively supported"),
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the records whose message contains `fragment`."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in str(record.msg)
+
+
+def silence_import_noise() -> None:
+    """Drop the `IMPORT_NOISE` log records (once per process; the command line calls it before importing)."""
+    for logger_name, fragment in IMPORT_NOISE:
+        logger = logging.getLogger(logger_name)
+        if not any(isinstance(item, _DropMessage) and item.fragment == fragment for item in logger.filters):
+            logger.addFilter(_DropMessage(fragment))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose usage errors are one line on stderr, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _number(key: str, kind: type = float, bounds: Any = None) -> Callable[[str], Any]:
+    """An argparse `type` that reads a number and checks it as `training_values.number_problem` does."""
+
+    def parse(text: str) -> Any:
+        from .training_values import number_problem
+
+        try:
+            value = kind(text)
+        except ValueError:
+            value = text
+        problem = number_problem(key, value, kind, bounds)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
+
+
+def _optimizer_name(text: str) -> str:
+    """An argparse `type` for `--optim`: one of transformers' `OptimizerNames`, with a suggestion."""
+    from .training_values import training_value_problem
+
+    problem = training_value_problem("optim", text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``layerwise-trainer``."""
-    parser = argparse.ArgumentParser(
+    """The argument parser of `layerwise-trainer`.
+
+    Returns:
+        A parser whose errors are one line on stderr, with exit status 2.
+    """
+    from .training_values import Bounds
+
+    parser = OneLineParser(
         prog="layerwise-trainer",
         description="Fine-tune Hugging Face models with per-group learning rates and layer-wise LR decay.",
     )
@@ -55,25 +132,44 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser(
         "plan",
         help="show the param groups a spec gives for a model, without loading weights",
-        description="Build the model from its config on the meta device and print the groups the spec gives.",
+        description=(
+            "Build the model from its config on the meta device and print the groups the spec gives. --spec "
+            "may be a run config (as train reads): its param_groups, model, learning rate, weight decay, optim "
+            "and peft are used where no flag gives them."
+        ),
     )
-    plan.add_argument("--model", required=True, metavar="ID_OR_DIR", help="hub id or directory with a config.json")
-    plan.add_argument("--spec", required=True, metavar="SPEC", help="spec file (.yaml/.yml/.json) or JSON string")
-    plan.add_argument("--learning-rate", type=float, default=5e-5, help="base learning rate (default 5e-5)")
-    plan.add_argument("--weight-decay", type=float, default=0.0, help="base weight decay (default 0)")
-    plan.add_argument("--optim", default="adamw_torch", help="TrainingArguments.optim to check the spec against")
-    plan.add_argument("--num-labels", type=int, help="number of labels of a classification head")
+    plan.add_argument(
+        "--model", metavar="ID_OR_DIR", help="hub id or directory with a config.json (default: the run config's)"
+    )
+    plan.add_argument(
+        "--spec", required=True, metavar="SPEC", help="spec or run config file (.yaml/.yml/.json), or a JSON string"
+    )
+    plan.add_argument(
+        "--learning-rate", type=_number("learning_rate"), help="base learning rate (default 5e-5 or the run config's)"
+    )
+    plan.add_argument(
+        "--weight-decay", type=_number("weight_decay"), help="base weight decay (default 0 or the run config's)"
+    )
+    plan.add_argument(
+        "--optim",
+        type=_optimizer_name,
+        help="TrainingArguments.optim to check the spec against (default adamw_torch or the run config's)",
+    )
+    plan.add_argument(
+        "--num-labels", type=_number("--num-labels", int, Bounds(1)), help="number of labels of a classification head"
+    )
     plan.add_argument(
         "--task",
         choices=("auto", *TASKS),
-        default="auto",
-        help="the head to build the model with; auto: the config's architectures (default)",
+        help="the head to build the model with; auto: the config's architectures (default; "
+        "sequence-classification for a run config)",
     )
     plan.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     return parser
 
 
 def _train(arguments: argparse.Namespace) -> int:
+    """Read and check the whole config first: every mistake in it stops the run before any data is read."""
     from .pipeline import run_training
     from .run_config import dump_config, load_run_config
 
@@ -107,19 +203,42 @@ def _summary(result, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _plan_settings(arguments: argparse.Namespace) -> Any:
+    """The flags given, over the run config `--spec` names when it is one."""
+    import dataclasses
+
+    from .errors import SpecError
+    from .planning import PlanSettings, run_config_in, settings_from_run_config
+    from .run_config import ConfigError
+    from .spec import parse_spec
+
+    try:
+        base = PlanSettings(spec=parse_spec(arguments.spec))
+    except SpecError:
+        config = run_config_in(arguments.spec)
+        if config is None:
+            raise
+        base = settings_from_run_config(config)
+    given = {name: getattr(arguments, name) for name in ("model", "learning_rate", "weight_decay", "optim",
+                                                           "num_labels", "task")}  # fmt: skip
+    settings = dataclasses.replace(base, **{name: value for name, value in given.items() if value is not None})
+    if settings.model is None:
+        raise ConfigError("--model: required (a hub id or a directory with a config.json) unless --spec is a run "
+                          "config with a model section")  # fmt: skip
+    return settings
+
+
 def _plan(arguments: argparse.Namespace) -> int:
     from .group_table import plan_to_data, render_table
     from .planning import plan_for_model
 
-    plan = plan_for_model(
-        arguments.model,
-        arguments.spec,
-        learning_rate=arguments.learning_rate,
-        weight_decay=arguments.weight_decay,
-        optim=arguments.optim,
-        num_labels=arguments.num_labels,
-        task=arguments.task,
-    )
+    settings = _plan_settings(arguments)
+    options = {
+        name: getattr(settings, name)
+        for name in ("learning_rate", "weight_decay", "optim", "num_labels", "task", "peft")
+        if getattr(settings, name) is not None
+    }
+    plan = plan_for_model(settings.model, settings.spec, **options)
     if arguments.format == "json":
         print(json.dumps(plan_to_data(plan), indent=2))
     else:
@@ -128,19 +247,29 @@ def _plan(arguments: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line.
+
+    Args:
+        argv: The arguments, without the program name; by default `sys.argv[1:]`.
+
+    Returns:
+        The exit status: 0, or 2 after one line on stderr for a mistake in the arguments, config or spec.
+        A usage error (an unknown flag, a bad number) exits with status 2 directly.
+    """
+    silence_import_noise()
     parser = build_parser()
     arguments = parser.parse_args(argv)
     if arguments.command is None:
-        parser.print_help()
-        return 0
+        usage = _one_line(parser.format_usage()).removeprefix("usage: ")
+        print(f"{parser.prog}: error: a command is required, train or plan (usage: {usage})", file=sys.stderr)
+        return EXIT_BAD_INPUT
     from .errors import SpecError
     from .run_config import ConfigError
 
     try:
         return _train(arguments) if arguments.command == "train" else _plan(arguments)
     except (SpecError, ConfigError) as error:
-        print(f"layerwise-trainer {arguments.command}: error: {error}", file=sys.stderr)
+        print(f"layerwise-trainer {arguments.command}: error: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

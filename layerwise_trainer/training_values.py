@@ -123,16 +123,32 @@ def training_value_problem(key: str, value: Any) -> str | None:
     if choices is not None and not isinstance(value, enum.Enum) and value not in choices:
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
         return f"expected one of {some_names(choices, shown=4)}, got {describe_value(value)}{hint}"
-    if not any(_fits(arm, value) for arm in arms) or not _in_range(key, value):
+    if not any(_fits(arm, value) for arm in arms) or not _in_range(value, BOUNDS.get(key)):
         return f"expected {_expected(key, arms)}, got {describe_value(value)}"
     return None
 
 
-def number_problem(key: str, value: float) -> str | None:
-    """What is wrong with the number `value` for `key` (finite, in the range `BOUNDS` gives), or None."""
-    if _in_range(key, value):
+def number_problem(key: str, value: Any, kind: type = float, bounds: Bounds | None = None) -> str | None:
+    """What is wrong with `value` as the number `key` takes (finite, in its range), or None.
+
+    Args:
+        key: A key of `BOUNDS`, or any name.
+        value: The value.
+        kind: `float`, or `int` for a whole number.
+        bounds: The range; by default `BOUNDS[key]`, else any finite number.
+
+    Returns:
+        `"expected a whole number >= 1, got 0 (int)"` and the like, or None.
+
+    Example:
+        ```python
+        assert number_problem("weight_decay", -0.5) == "expected a finite number >= 0, got -0.5 (float)"
+        ```
+    """
+    bounds = bounds if bounds is not None else BOUNDS.get(key)
+    if _fits(kind, value) and _in_range(value, bounds):
         return None
-    return f"expected {_number_words(key, float)}, got {describe_value(value)}"
+    return f"expected {_number_words(kind, bounds)}, got {describe_value(value)}"
 
 
 def _arms(annotation: Any) -> tuple[Any, ...]:
@@ -169,23 +185,24 @@ def _fits(arm: Any, value: Any) -> bool:
     return isinstance(origin, type) and isinstance(value, origin)
 
 
-def _in_range(key: str, value: Any) -> bool:
+def _in_range(value: Any, bounds: Bounds | None) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return True
     try:
         finite = math.isfinite(value)
     except OverflowError:  # an int too large for a float
         finite = False
-    return finite and (key not in BOUNDS or BOUNDS[key].admits(value))
+    return finite and (bounds is None or bounds.admits(value))
 
 
 def _expected(key: str, arms: tuple[Any, ...]) -> str:
-    return " or ".join(_number_words(key, arm) if arm in (int, float) else _words(arm) for arm in arms)
+    bounds = BOUNDS.get(key)
+    return " or ".join(_number_words(arm, bounds) if arm in (int, float) else _words(arm) for arm in arms)
 
 
-def _number_words(key: str, arm: Any) -> str:
-    words = "a whole number" if arm is int else "a finite number"
-    return f"{words} {BOUNDS[key].describe()}" if key in BOUNDS else words
+def _number_words(kind: Any, bounds: Bounds | None) -> str:
+    words = "a whole number" if kind is int else "a finite number"
+    return f"{words} {bounds.describe()}" if bounds is not None else words
 
 
 def _words(arm: Any) -> str:

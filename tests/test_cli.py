@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import tiny_models
@@ -46,10 +52,13 @@ def test_version(capsys):
     assert capsys.readouterr().out == f"layerwise-trainer {__version__}\n"
 
 
-def test_no_command_prints_help(capsys):
-    status, out, _ = run([], capsys)
-    assert status == 0
-    assert "train" in out and "plan" in out
+def test_no_command_prints_the_usage_and_exits_2(capsys):
+    status, out, err = run([], capsys)
+    assert (status, out) == (2, "")
+    assert err == (
+        "layerwise-trainer: error: a command is required, train or plan "
+        "(usage: layerwise-trainer [-h] [--version] COMMAND ...)\n"
+    )
 
 
 def test_print_config(capsys):
@@ -259,3 +268,210 @@ def test_the_command_line_knows_every_task():
     from layerwise_trainer.planning import TASKS as PLANNING_TASKS
 
     assert tuple(PLANNING_TASKS) == TASKS
+
+
+# ---- Mistakes on the command line: exit 2, one line on stderr, nothing prepared ---------------------
+
+COMMAND = shutil.which("layerwise-trainer") or str(Path(sys.executable).parent / "layerwise-trainer")
+
+
+def run_installed(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed console command, as a user does."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}  # never wait on the network
+    return subprocess.run([COMMAND, *argv], capture_output=True, text=True, timeout=120, cwd=cwd, env=environment)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, command: str, fragment: str) -> str:
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
+    assert result.stderr.startswith(f"layerwise-trainer {command}: error: "), result.stderr
+    assert fragment in result.stderr, result.stderr
+    return result.stderr
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return save_config("bert", tmp_path_factory.mktemp("models") / "bert")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--learning-rate", "nan"], "argument --learning-rate: expected a finite number >= 0, got nan (float)"),
+        (["--learning-rate", "inf"], "argument --learning-rate: expected a finite number >= 0, got inf (float)"),
+        (["--learning-rate", "-1"], "argument --learning-rate: expected a finite number >= 0, got -1.0 (float)"),
+        (["--learning-rate", "fast"], "argument --learning-rate: expected a finite number >= 0, got 'fast' (str)"),
+        (["--weight-decay", "nan"], "argument --weight-decay: expected a finite number >= 0, got nan (float)"),
+        (["--weight-decay", "-0.5"], "argument --weight-decay: expected a finite number >= 0, got -0.5 (float)"),
+        (["--num-labels", "0"], "argument --num-labels: expected a whole number >= 1, got 0 (int)"),
+        (["--num-labels", "-5"], "argument --num-labels: expected a whole number >= 1, got -5 (int)"),
+        (["--num-labels", "two"], "argument --num-labels: expected a whole number >= 1, got 'two' (str)"),
+        (["--task", "regression"], "argument --task: invalid choice: 'regression'"),
+    ],
+)
+def test_plan_refuses_bad_numbers_in_one_line(flags, fragment):
+    result = run_installed("plan", "--model", "unused", "--spec", "[]", *flags)
+    assert_one_line_error(result, "plan", fragment)
+
+
+def test_the_bare_command_prints_the_usage_and_exits_2():
+    result = run_installed()
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "layerwise-trainer: error: a command is required, train or plan "
+        "(usage: layerwise-trainer [-h] [--version] COMMAND ...)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "fragment"),
+    [
+        (
+            ["train", "--set", "training.learning_rate=fast"],
+            "train",
+            "training.learning_rate: expected a finite number >= 0, got 'fast' (str)",
+        ),
+        (
+            ["train", "--print-config", "--set", "model.from_config.hidden_size=fast"],
+            "train",
+            "model.from_config.hidden_size: expected int, got 'fast' (str)",
+        ),
+        (
+            ["plan", "--model", "unused", "--spec", "[]", "--optim", "adamw_tourch"],
+            "plan",
+            "argument --optim: expected one of 'adamw_torch', 'adamw_torch_fused', 'adamw_torch_xla', "
+            "'adamw_torch_npu_fused' and 37 more, got 'adamw_tourch' (str); did you mean 'adamw_torch'",
+        ),
+    ],
+)
+def test_mistakes_needing_transformers_exit_2_in_one_line_before_any_data(argv, command, fragment, tmp_path):
+    started = time.monotonic()
+    result = run_installed(*argv, cwd=tmp_path)
+    assert_one_line_error(result, command, fragment)
+    assert list(tmp_path.iterdir()) == []  # nothing prepared, nothing written
+    assert time.monotonic() - started < 60  # 6-20 s of data preparation came before the error
+
+
+def test_print_config_prints_nothing_on_stderr_and_sets_a_list_element():
+    result = run_installed("train", "--print-config", "--set", "param_groups.groups[0].lr_scale=0.25")
+    assert (result.returncode, result.stderr) == (0, "")  # no third-party import noise
+    printed = yaml.safe_load(result.stdout)
+    assert printed["param_groups"]["groups"][0] == {"name": "embeddings", "match": "bert.embeddings.*",
+                                                    "lr_scale": 0.25}  # fmt: skip
+
+
+def test_plan_takes_a_run_config(repo_root, bert_dir):
+    result = run_installed("plan", "--spec", str(repo_root / "examples" / "llrd_bert.yaml"), "--model", str(bert_dir))
+    assert (result.returncode, result.stderr) == (0, "")
+    rows = [line.split() for line in result.stdout.splitlines()[2:6]]
+    # The run config's learning rate (3e-5) and weight decay (0.01); its param_groups: head x10, LLRD 0.85.
+    assert [row[:5] for row in rows] == [
+        ["head", "4", "323", "0.0003", "0.01"],
+        ["body/layer_0", "5", "800", "1.842e-05", "0.01"],
+        ["body/layer_1", "16", "2,224", "2.167e-05", "0.01"],
+        ["body/layer_2", "16", "2,224", "2.55e-05", "0.01"],
+    ]
+
+
+# ---- The same promises, in process (no subprocess needed) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("training.learning_rate=-1", "training.learning_rate: expected a finite number >= 0, got -1 (int)"),
+        ("training.learning_rate=.nan", "training.learning_rate: expected a finite number >= 0, got nan (float)"),
+        ("training.weight_decay=fast", "training.weight_decay: expected a finite number >= 0, got 'fast' (str)"),
+        ("training.max_steps=fast", "training.max_steps: expected a whole number >= 1, or -1, got 'fast' (str)"),
+        ("training.num_train_epochs=one", "training.num_train_epochs: expected a finite number > 0, got 'one' (str)"),
+        (
+            "training.per_device_train_batch_size=-1",
+            "training.per_device_train_batch_size: expected a whole number >= 1, got -1 (int)",
+        ),
+        ("param_groups.groups[5].lr=1", "index 5 is out of range: param_groups.groups has 3 items (indexes 0 to 2)"),
+        ("param_groups.groups.x.lr=1", "param_groups.groups is a list: reach an element by its index, e.g. "),
+    ],
+)
+@pytest.mark.parametrize("print_config", [True, False])
+def test_train_refuses_bad_values_before_any_data(override, fragment, print_config, capsys, monkeypatch):
+    import layerwise_trainer.pipeline
+
+    monkeypatch.setattr(layerwise_trainer.pipeline, "load_data", lambda *args: pytest.fail("data was prepared"))
+    status, out, err = run(["train", *(["--print-config"] if print_config else []), "--set", override], capsys)
+    assert (status, out) == (2, "")
+    assert err.startswith("layerwise-trainer train: error: ") and err.count("\n") == 1
+    assert fragment in err
+
+
+def test_plan_reads_an_unknown_model_dir_as_no_such_directory(tmp_path, capsys):
+    status, _, err = run(["plan", "--model", str(tmp_path / "nope"), "--spec", "[]"], capsys)
+    assert status == 2
+    assert err == f"layerwise-trainer plan: error: --model: no such directory: {tmp_path / 'nope'}\n"
+
+
+def test_plan_reads_a_dir_without_config_json(tmp_path, capsys):
+    status, _, err = run(["plan", "--model", str(tmp_path), "--spec", "[]"], capsys)
+    assert status == 2
+    assert err == f"layerwise-trainer plan: error: --model: no config.json in the directory {tmp_path}\n"
+
+
+def test_plan_reads_a_broken_config_json_in_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{not json")
+    status, _, err = run(["plan", "--model", str(tmp_path), "--spec", "[]"], capsys)
+    assert status == 2
+    assert err.startswith(f"layerwise-trainer plan: error: --model: cannot read the model config of {tmp_path}: ")
+    assert err.count("\n") == 1
+
+
+def test_plan_shows_a_spec_error_in_one_line(bert_dir, capsys):
+    status, out, err = run(["plan", "--model", str(bert_dir), "--spec", "not json"], capsys)
+    assert (status, out) == (2, "")
+    assert err.startswith("layerwise-trainer plan: error: ") and err.count("\n") == 1
+
+
+def test_plan_flags_win_over_the_run_config(repo_root, bert_dir, capsys):
+    spec = str(repo_root / "examples" / "llrd_bert.yaml")
+    status, out, _ = run(["plan", "--spec", spec, "--model", str(bert_dir), "--learning-rate", "1e-4",
+                          "--weight-decay", "0", "--format", "json"], capsys)  # fmt: skip
+    assert status == 0
+    rows = {row["name"]: row for row in json.loads(out)["rows"]}
+    assert rows["head"]["lr"] == pytest.approx(1e-3)
+    assert rows["body/layer_2"]["weight_decay"] == 0
+
+
+def test_plan_takes_the_model_of_a_run_config_built_from_scratch(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({
+        "model": {"from_config": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                  "intermediate_size": 32, "vocab_size": 100}},
+        "data": {"builtin": {}},
+        "training": {"learning_rate": 1e-3},
+        "param_groups": [{"name": "head", "match": "classifier.*", "lr_scale": 2}],
+    }))  # fmt: skip
+    status, out, err = run(["plan", "--spec", str(tmp_path / "run.yaml"), "--format", "json"], capsys)
+    assert status == 0, err
+    rows = {row["name"]: row for row in json.loads(out)["rows"]}
+    assert (rows["head"]["lr"], rows["head"]["parameters"]) == (2e-3, 16 * 3 + 3)  # 3 built-in classes
+
+
+def test_plan_of_a_run_config_without_a_model_or_spec(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text(
+        yaml.safe_dump({"model": {"name_or_path": "org/model"}, "data": {"builtin": {}}})
+    )
+    status, _, err = run(["plan", "--spec", str(tmp_path / "run.yaml")], capsys)
+    assert status == 2
+    assert (
+        err
+        == f"layerwise-trainer plan: error: {tmp_path / 'run.yaml'}: param_groups: the run config has no spec to plan\n"
+    )
+
+
+def test_plan_of_a_lora_run_config(repo_root, bert_dir, capsys):
+    pytest.importorskip("peft", reason="the optional extra [peft] is not installed")
+    spec = str(repo_root / "examples" / "lora_plus.yaml")
+    status, out, err = run(["plan", "--spec", spec, "--model", str(bert_dir), "--format", "json"], capsys)
+    assert status == 0, err
+    rows = {row["name"]: row for row in json.loads(out)["rows"]}
+    assert rows["lora_B"]["lr"] == pytest.approx(16e-4)
+    assert (rows["lora_A"]["tensors"], rows["lora_B"]["tensors"]) == (4, 4)  # query and value in 2 layers
