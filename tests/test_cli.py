@@ -475,3 +475,9 @@ def test_plan_of_a_lora_run_config(repo_root, bert_dir, capsys):
     rows = {row["name"]: row for row in json.loads(out)["rows"]}
     assert rows["lora_B"]["lr"] == pytest.approx(16e-4)
     assert (rows["lora_A"]["tensors"], rows["lora_B"]["tensors"]) == (4, 4)  # query and value in 2 layers
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    result = subprocess.run([sys.executable, "-m", "layerwise_trainer"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("layerwise-trainer: error: a command is required, train or plan")

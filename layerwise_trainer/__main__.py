@@ -1,0 +1,7 @@
+"""`python -m layerwise_trainer`: the same command line as `layerwise-trainer`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
