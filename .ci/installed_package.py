@@ -10,13 +10,13 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-PACKAGE_DATA = ("py.typed", "configs/default.yaml")
+PACKAGE_DATA = ("py.typed", "app/configs/default.yaml")
 
 
 def main(checkout: Path) -> None:
     import layerwise_trainer
-    from layerwise_trainer.japanese_tokenizer import build_japanese_tokenizer
-    from layerwise_trainer.run_config import load_run_config
+    from layerwise_trainer.app.ja.tokenizer import build_japanese_tokenizer
+    from layerwise_trainer.app.run_config import load_run_config
 
     installed = Path(layerwise_trainer.__file__).resolve()
     assert checkout.resolve() not in installed.parents, f"imported from the checkout, not the wheel: {installed}"

@@ -30,15 +30,15 @@ _EXPORTS = {
     "GroupLearningRateCallback": "callback",
     "group_learning_rates": "callback",
     "SpecError": "errors",
-    "GroupPlan": "grouping",
-    "PlannedGroup": "grouping",
-    "build_param_groups": "grouping",
-    "resolve_groups": "grouping",
-    "LayerMap": "layers",
-    "detect_layers": "layers",
-    "GroupSpec": "spec",
-    "LayerwiseSpec": "spec",
-    "parse_spec": "spec",
+    "GroupPlan": "core.grouping",
+    "PlannedGroup": "core.grouping",
+    "build_param_groups": "core.grouping",
+    "resolve_groups": "core.grouping",
+    "LayerMap": "core.layer_ids",
+    "detect_layers": "core.layer_ids",
+    "GroupSpec": "core.spec",
+    "LayerwiseSpec": "core.spec",
+    "parse_spec": "core.spec",
     "LayerwiseTrainer": "trainer",
     "LayerwiseTrainerMixin": "trainer",
     "LayerwiseTrainingArguments": "training_args",
@@ -65,10 +65,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .callback import GroupLearningRateCallback, group_learning_rates
+    from .core.grouping import GroupPlan, PlannedGroup, build_param_groups, resolve_groups
+    from .core.layer_ids import LayerMap, detect_layers
+    from .core.spec import GroupSpec, LayerwiseSpec, parse_spec
     from .errors import SpecError
-    from .grouping import GroupPlan, PlannedGroup, build_param_groups, resolve_groups
-    from .layers import LayerMap, detect_layers
-    from .spec import GroupSpec, LayerwiseSpec, parse_spec
     from .trainer import LayerwiseTrainer, LayerwiseTrainerMixin
     from .training_args import LayerwiseTrainingArguments
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
+from .core.grouping import GroupPlan
 from .errors import SpecError, some_names
-from .grouping import GroupPlan
 
 LAYOUT_FILE = "param_groups_layout.json"
 LAYOUT_VERSION = 2

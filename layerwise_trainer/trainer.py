@@ -20,16 +20,16 @@ from .checkpoint_layout import (
     plan_layout,
     save_layout,
 )
-from .decay import matches_stock_rule
+from .core.gc_pause import gc_paused
+from .core.grouping import GroupPlan, resolve_groups
+from .core.optimizer_options import check_optimizer_takes_groups, optimizer_for_args
+from .core.spec import LayerwiseSpec, SpecSource, parse_spec
+from .core.weight_decay import matches_stock_rule
 from .distributed import check_same_on_every_rank, is_distributed
 from .errors import SpecError
 from .freezing import freeze_for_training, give_back_frozen
-from .gc_pause import gc_paused
-from .grouping import GroupPlan, resolve_groups
-from .optimizers import check_optimizer_takes_groups, optimizer_for_args
 from .plan_mapping import map_plan
 from .scheduling import proportional_scheduler
-from .spec import LayerwiseSpec, SpecSource, parse_spec
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from transformers import TrainingArguments
 
-from .spec import GroupSpec, LayerwiseSpec
+from .core.spec import GroupSpec, LayerwiseSpec
 
 
 @dataclass

@@ -18,9 +18,9 @@ import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertJapaneseTokenizer
 
 from layerwise_trainer import __version__
-from layerwise_trainer.cli import main
-from layerwise_trainer.run_config import dump_config, load_run_config
-from layerwise_trainer.sentiment_data import generate_reviews, split_rows
+from layerwise_trainer.app.cli import main
+from layerwise_trainer.app.ja.sentiment_data import generate_reviews, split_rows
+from layerwise_trainer.app.run_config import dump_config, load_run_config
 
 TINY_RUN = [
     "data.builtin.num_examples=120",
@@ -264,8 +264,8 @@ def test_plan_builds_the_head_the_task_names(tmp_path, capsys):
 
 
 def test_the_command_line_knows_every_task():
-    from layerwise_trainer.cli import TASKS
-    from layerwise_trainer.planning import TASKS as PLANNING_TASKS
+    from layerwise_trainer.app.cli import TASKS
+    from layerwise_trainer.app.meta_model import TASKS as PLANNING_TASKS
 
     assert tuple(PLANNING_TASKS) == TASKS
 
@@ -396,9 +396,9 @@ def test_plan_takes_a_run_config(repo_root, bert_dir):
 )
 @pytest.mark.parametrize("print_config", [True, False])
 def test_train_refuses_bad_values_before_any_data(override, fragment, print_config, capsys, monkeypatch):
-    import layerwise_trainer.pipeline
+    import layerwise_trainer.app.pipeline
 
-    monkeypatch.setattr(layerwise_trainer.pipeline, "load_data", lambda *args: pytest.fail("data was prepared"))
+    monkeypatch.setattr(layerwise_trainer.app.pipeline, "load_data", lambda *args: pytest.fail("data was prepared"))
     status, out, err = run(["train", *(["--print-config"] if print_config else []), "--set", override], capsys)
     assert (status, out) == (2, "")
     assert err.startswith("layerwise-trainer train: error: ") and err.count("\n") == 1

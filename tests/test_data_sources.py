@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from layerwise_trainer.data_sources import load_data
-from layerwise_trainer.run_config import ConfigError, DataSection
-from layerwise_trainer.sentiment_data import generate_reviews, split_rows
+from layerwise_trainer.app.data_sources import load_data
+from layerwise_trainer.app.ja.sentiment_data import generate_reviews, split_rows
+from layerwise_trainer.app.run_config import ConfigError, DataSection
 
 
 def write_hub_schema_jsonl(directory, num_examples=90):

@@ -6,7 +6,7 @@ import pytest
 import tiny_models
 from transformers import Trainer
 
-from layerwise_trainer.decay import decay_parameter_names, matches_stock_rule
+from layerwise_trainer.core.weight_decay import decay_parameter_names, matches_stock_rule
 
 
 def stock_rule(model):

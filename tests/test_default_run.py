@@ -14,10 +14,10 @@ import torch
 import transformers
 from datasets.fingerprint import Hasher
 
-from layerwise_trainer.japanese_tokenizer import build_japanese_tokenizer
-from layerwise_trainer.pipeline import _TokenizeTexts, _training_arguments, run_training
-from layerwise_trainer.run_config import ConfigError, load_run_config
-from layerwise_trainer.sentiment_data import generate_reviews
+from layerwise_trainer.app.ja.sentiment_data import generate_reviews
+from layerwise_trainer.app.ja.tokenizer import build_japanese_tokenizer
+from layerwise_trainer.app.pipeline import _TokenizeTexts, _training_arguments, run_training
+from layerwise_trainer.app.run_config import ConfigError, load_run_config
 
 # The default config, small: the same code path in a few seconds.
 SHRINK = [
@@ -124,7 +124,15 @@ def console(tmp_path_factory) -> str:
     """stdout and stderr of `layerwise-trainer train` on the shrunk default, progress bar on."""
     workdir = tmp_path_factory.mktemp("console")
     overrides = [argument for setting in SHRINK for argument in ("--set", setting)]
-    command = [sys.executable, "-m", "layerwise_trainer.cli", "train", *overrides, "--set", "training.output_dir=out"]
+    command = [
+        sys.executable,
+        "-m",
+        "layerwise_trainer.app.cli",
+        "train",
+        *overrides,
+        "--set",
+        "training.output_dir=out",
+    ]
     environment = {**os.environ, "PYTHONWARNINGS": "default"}
     completed = subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]

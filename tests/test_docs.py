@@ -29,10 +29,10 @@ import transformers
 import yaml
 
 from layerwise_trainer import parse_spec
-from layerwise_trainer.cli import main as cli_main
-from layerwise_trainer.japanese_tokenizer import build_japanese_tokenizer
-from layerwise_trainer.run_config import parse_run_config
-from layerwise_trainer.sentiment_data import generate_reviews, japanese_sentiment_dataset
+from layerwise_trainer.app.cli import main as cli_main
+from layerwise_trainer.app.ja.sentiment_data import generate_reviews, japanese_sentiment_dataset
+from layerwise_trainer.app.ja.tokenizer import build_japanese_tokenizer
+from layerwise_trainer.app.run_config import parse_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [*sorted(path.relative_to(REPO).as_posix() for path in (REPO / "docs").rglob("*.md")), "README.md"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import PrinterCallback, ProgressCallback, Trainer
 
-from layerwise_trainer.epoch_summary import EpochSummaryCallback, EpochSummaryProgressCallback, epoch_summary_line
+from layerwise_trainer.app.epoch_summary import EpochSummaryCallback, EpochSummaryProgressCallback, epoch_summary_line
 
 
 def test_the_line_has_the_mean_training_loss_then_the_evaluation_without_timings():

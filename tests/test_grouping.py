@@ -11,7 +11,7 @@ from conftest import BODY_HEAD_SPEC, tiny_bert, training_args
 from torch import nn
 
 from layerwise_trainer import SpecError, build_param_groups, parse_spec, resolve_groups
-from layerwise_trainer.decay import decay_parameter_names
+from layerwise_trainer.core.weight_decay import decay_parameter_names
 
 BASE_LR = 1e-4
 BASE_WD = 0.01

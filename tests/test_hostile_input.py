@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from layerwise_trainer import LayerwiseSpec, SpecError, parse_spec, resolve_groups
-from layerwise_trainer.spec import GROUP_KEYS, TOP_LEVEL_KEYS
+from layerwise_trainer.core.spec import GROUP_KEYS, TOP_LEVEL_KEYS
 
 # LAYERWISE_HYPOTHESIS_EXAMPLES raises the number of examples for a longer local search.
 PROPERTY_SETTINGS = settings(

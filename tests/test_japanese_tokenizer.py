@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer, BertJapaneseTokenizer
 
-from layerwise_trainer.japanese_tokenizer import SPECIAL_TOKENS, build_japanese_tokenizer, train_wordpiece_vocab
-from layerwise_trainer.sentiment_data import generate_reviews
+from layerwise_trainer.app.ja.sentiment_data import generate_reviews
+from layerwise_trainer.app.ja.tokenizer import SPECIAL_TOKENS, build_japanese_tokenizer, train_wordpiece_vocab
 
 TEXTS = [row["text"] for row in generate_reviews(300)]
 

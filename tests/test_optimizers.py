@@ -8,7 +8,7 @@ from conftest import tiny_bert
 from transformers.optimization import Adafactor
 
 from layerwise_trainer import LayerwiseTrainer, SpecError
-from layerwise_trainer.optimizers import optimizer_hyperparameters
+from layerwise_trainer.core.optimizer_options import optimizer_hyperparameters
 
 SPEC = [
     {"name": "body", "match": "bert.*", "lr_scale": 0.1},

@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = ["layerwise_trainer", "setup.cfg", "setup.py", "pyproject.toml", "README.md"]
-PACKAGE_DATA = ["layerwise_trainer/py.typed", "layerwise_trainer/configs/default.yaml"]
+PACKAGE_DATA = ["layerwise_trainer/py.typed", "layerwise_trainer/app/configs/default.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -62,4 +62,4 @@ def test_the_wheel_declares_the_ja_extra(wheel):
 
 def test_the_wheel_installs_the_command(wheel):
     (entry_points,) = [name for name in wheel.namelist() if name.endswith(".dist-info/entry_points.txt")]
-    assert "layerwise-trainer = layerwise_trainer.cli:main" in wheel.read(entry_points).decode().splitlines()
+    assert "layerwise-trainer = layerwise_trainer.app.cli:main" in wheel.read(entry_points).decode().splitlines()

@@ -9,10 +9,10 @@ import torch
 from test_data_sources import write_hub_schema_jsonl
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification, set_seed
 
-from layerwise_trainer.japanese_tokenizer import build_japanese_tokenizer
-from layerwise_trainer.pipeline import run_training
-from layerwise_trainer.run_config import parse_run_config
-from layerwise_trainer.sentiment_data import generate_reviews
+from layerwise_trainer.app.ja.sentiment_data import generate_reviews
+from layerwise_trainer.app.ja.tokenizer import build_japanese_tokenizer
+from layerwise_trainer.app.pipeline import run_training
+from layerwise_trainer.app.run_config import parse_run_config
 
 TINY_TRAINING = {
     "num_train_epochs": 1,
@@ -111,7 +111,7 @@ def test_a_real_pretrained_bert_learns_faster_in_the_head(tmp_path):
 
 def test_lora_plus_through_the_peft_section(pretrained_dir, tmp_path, repo_root):
     pytest.importorskip("peft", reason="the optional extra [peft] is not installed")
-    from layerwise_trainer.run_config import load_run_config
+    from layerwise_trainer.app.run_config import load_run_config
 
     example = load_run_config(repo_root / "examples" / "lora_plus.yaml")
     paths = write_hub_schema_jsonl(tmp_path / "data", num_examples=90)

@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from layerwise_trainer.run_config import (
+from layerwise_trainer.app.run_config import (
     ConfigError,
     apply_overrides,
     default_config_text,

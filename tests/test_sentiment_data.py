@@ -6,7 +6,12 @@ from collections import Counter
 
 import pytest
 
-from layerwise_trainer.sentiment_data import LABEL_NAMES, generate_reviews, japanese_sentiment_dataset, split_rows
+from layerwise_trainer.app.ja.sentiment_data import (
+    LABEL_NAMES,
+    generate_reviews,
+    japanese_sentiment_dataset,
+    split_rows,
+)
 
 
 def test_same_seed_same_rows_other_seed_other_rows():

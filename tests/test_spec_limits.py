@@ -17,8 +17,8 @@ import yaml
 from torch import nn
 
 from layerwise_trainer import LayerwiseSpec, SpecError, parse_spec, resolve_groups
-from layerwise_trainer.documents import MAX_YAML_NODES
-from layerwise_trainer.spec import MAX_GROUPS, MAX_NUM_LAYERS, MAX_PATTERNS, MAX_SPEC_BYTES, MAX_WILDCARD_PATTERNS
+from layerwise_trainer.core.spec import MAX_GROUPS, MAX_NUM_LAYERS, MAX_PATTERNS, MAX_SPEC_BYTES, MAX_WILDCARD_PATTERNS
+from layerwise_trainer.core.yaml_json import MAX_YAML_NODES
 
 # Refusing takes milliseconds; the bound is generous for a shared, loaded machine.
 REFUSED_WITHIN_SECONDS = 1.0
@@ -160,7 +160,7 @@ def test_every_parameter_name_of_a_50k_tensor_model_can_be_listed(tmp_path):
 
 
 def test_exact_names_never_reach_the_joined_regex():
-    from layerwise_trainer.patterns import FirstMatch, compile_pattern
+    from layerwise_trainer.core.name_patterns import FirstMatch, compile_pattern
 
     exact = [f"block.{index}.weight" for index in range(8_000)]
     first_match = FirstMatch([compile_pattern(text) for text in [*exact, "block.*", "re:.*bias"]])
@@ -183,7 +183,7 @@ def test_exact_names_never_reach_the_joined_regex():
     ],
 )
 def test_first_match_wins_across_exact_names_globs_and_regexes(patterns, name, expected):
-    from layerwise_trainer.patterns import FirstMatch, compile_pattern
+    from layerwise_trainer.core.name_patterns import FirstMatch, compile_pattern
 
     assert FirstMatch([compile_pattern(text) for text in patterns]).index([name]) == expected
 

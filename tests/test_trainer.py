@@ -17,7 +17,7 @@ from layerwise_trainer import (
     LayerwiseTrainingArguments,
     SpecError,
 )
-from layerwise_trainer.decay import matches_stock_rule
+from layerwise_trainer.core.weight_decay import matches_stock_rule
 
 TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..core.group_table import plan_to_data, render_table
+from ..core.grouping import GroupPlan
+from ..core.spec import parse_spec
 from .data_sources import LoadedData, load_data
-from .group_table import plan_to_data, render_table
-from .grouping import GroupPlan
 from .lr_plot import plot_learning_rates
 from .metrics import classification_metrics
 from .run_config import ConfigError, RunConfig, dump_config
-from .spec import parse_spec
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class RunResult:
 
 
 def _training_arguments(config: RunConfig):
-    from .training_args import LayerwiseTrainingArguments
+    from ..training_args import LayerwiseTrainingArguments
 
     settings = dict(config.training)
     # Pinned memory only helps a copy to an accelerator; without one, torch warns at every data loader.
@@ -70,7 +70,7 @@ def _tokenizer(config: RunConfig, data: LoadedData, workdir: Path):
     from transformers import AutoTokenizer
 
     if config.tokenizer.train is not None:
-        from .japanese_tokenizer import build_japanese_tokenizer
+        from .ja.tokenizer import build_japanese_tokenizer
 
         return build_japanese_tokenizer(data.splits["train"]["text"], workdir / "tokenizer", **config.tokenizer.train)
     name = config.tokenizer.name_or_path or config.model.name_or_path
@@ -206,7 +206,7 @@ def run_training(config: RunConfig) -> RunResult:
     """
     from transformers import DataCollatorWithPadding, set_seed
 
-    from .trainer import LayerwiseTrainer
+    from ..trainer import LayerwiseTrainer
 
     args = _training_arguments(config)
     spec = parse_spec(config.param_groups) if config.param_groups is not None else None

@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import regex
 
-from .documents import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
-from .errors import SpecError, describe_value, did_you_mean
-from .patterns import compile_pattern, is_exact_name
+from ..errors import SpecError, describe_value, did_you_mean
+from .name_patterns import compile_pattern, is_exact_name
+from .yaml_json import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
 
 GROUP_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 DEFAULT_GROUP_NAME = "default"

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from .documents import DocumentError, load_document, parse_yaml
-from .errors import describe_value, did_you_mean
+from ..core.yaml_json import DocumentError, load_document, parse_yaml
+from ..errors import describe_value, did_you_mean
 from .training_values import training_fields, training_value_problem
 
 METRIC_NAMES = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
@@ -376,7 +376,7 @@ def check_training(training: Mapping[str, Any]) -> None:
 
 
 def _build_training_arguments(training: Mapping[str, Any]) -> None:
-    from .training_args import LayerwiseTrainingArguments
+    from ..training_args import LayerwiseTrainingArguments
 
     try:
         LayerwiseTrainingArguments(**training)
@@ -429,8 +429,8 @@ def _from_config_problem(error: Exception, values: Mapping[str, Any]) -> str:
 
 
 def _check_param_groups(param_groups: Any) -> None:
-    from .errors import SpecError
-    from .spec import parse_spec
+    from ..core.spec import parse_spec
+    from ..errors import SpecError
 
     if param_groups is None:
         return
@@ -556,7 +556,7 @@ def _kind(value: Any) -> str:
 
 def default_config_text() -> str:
     """The YAML text of the built-in default run (offline Japanese sentiment)."""
-    return resources.files("layerwise_trainer").joinpath("configs", DEFAULT_CONFIG_RESOURCE).read_text(encoding="utf-8")
+    return resources.files(__package__).joinpath("configs", DEFAULT_CONFIG_RESOURCE).read_text(encoding="utf-8")
 
 
 def load_run_config(path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()) -> RunConfig:

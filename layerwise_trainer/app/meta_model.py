@@ -16,10 +16,10 @@ from typing import Any
 
 from torch import nn
 
-from .documents import DocumentError, load_document
-from .grouping import GroupPlan, resolve_groups
+from ..core.grouping import GroupPlan, resolve_groups
+from ..core.spec import SpecSource
+from ..core.yaml_json import DocumentError, load_document
 from .run_config import ConfigError, RunConfig, model_config_from, parse_run_config
-from .spec import SpecSource
 
 # `--task` -> the Auto class that builds the model for it.
 TASKS = {
@@ -101,7 +101,7 @@ def settings_from_run_config(config: RunConfig) -> PlanSettings:
     Raises:
         ConfigError: The run config has no `param_groups`.
     """
-    from .training_args import LayerwiseTrainingArguments
+    from ..training_args import LayerwiseTrainingArguments
 
     if config.param_groups is None:
         raise ConfigError(f"{config.source}: param_groups: the run config has no spec to plan")
@@ -134,7 +134,7 @@ def _num_labels_of_data(config: RunConfig) -> int | None:
     if config.data.label_names is not None:
         return len(config.data.label_names)
     if config.data.builtin is not None:
-        from .sentiment_data import LABEL_NAMES
+        from .ja.sentiment_data import LABEL_NAMES
 
         return len(LABEL_NAMES)
     return None
@@ -274,7 +274,7 @@ def plan_for_model(
     """
     from transformers import TrainingArguments
 
-    from .optimizers import optimizer_for_args
+    from ..core.optimizer_options import optimizer_for_args
 
     model = meta_model(name_or_path, num_labels, task, peft)
     args = TrainingArguments(output_dir="unused", optim=optim, learning_rate=learning_rate, report_to=[], use_cpu=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import describe_value, did_you_mean, some_names
+from ..errors import describe_value, did_you_mean, some_names
 
 _NUMPY_SEED_LIMIT = 2**32 - 1  # `set_seed` hands the seed to numpy, which takes 0 to 2**32 - 1
 
@@ -97,7 +97,7 @@ BOUNDS: dict[str, Bounds] = {
 @functools.cache
 def training_fields() -> dict[str, Any]:
     """The `LayerwiseTrainingArguments` fields a config may set, each with its resolved annotation."""
-    from .training_args import LayerwiseTrainingArguments
+    from ..training_args import LayerwiseTrainingArguments
 
     hints = typing.get_type_hints(LayerwiseTrainingArguments)
     return {name: hints[name] for name, item in LayerwiseTrainingArguments.__dataclass_fields__.items() if item.init}

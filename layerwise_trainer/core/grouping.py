@@ -20,13 +20,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .decay import decay_names_in
-from .errors import SpecError, did_you_mean
+from ..errors import SpecError, did_you_mean
 from .gc_pause import gc_paused
-from .layers import LayerMap, detect_layers
-from .module_tree import named_parameters_of, walk_modules
-from .optimizers import optimizer_for_args, optimizer_hyperparameters, validate_group_options
-from .patterns import (
+from .layer_ids import LayerMap, detect_layers
+from .name_patterns import (
     MATCH_TIMEOUT_SECONDS,
     FirstMatch,
     NamePattern,
@@ -36,7 +33,10 @@ from .patterns import (
     user_facing_name,
     user_model,
 )
+from .optimizer_options import optimizer_for_args, optimizer_hyperparameters, validate_group_options
+from .parameter_names import named_parameters_of, walk_modules
 from .spec import DEFAULT_GROUP_NAME, GroupSpec, LayerwiseSpec, SpecSource, parse_spec
+from .weight_decay import decay_names_in
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments

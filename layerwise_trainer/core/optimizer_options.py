@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import SpecError, did_you_mean
+from ..errors import SpecError, did_you_mean
 from .spec import GROUP_KEYS, LayerwiseSpec
 
 # `TrainingArguments.optim` values whose optimizers build their own parameter layout (GaLore and

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ._version import __version__
+from .._version import __version__
 
 # Mirrors planning.TASKS, kept here so that `--help` does not import torch.
 TASKS = (
@@ -184,7 +184,7 @@ def _train(arguments: argparse.Namespace) -> int:
 
 
 def _summary(result, seconds: float) -> str:
-    from .group_table import render_table
+    from ..core.group_table import render_table
 
     lines = [f"\nlayerwise-trainer: finished in {seconds:.0f} s"]
     test = result.metrics.get("test")
@@ -207,10 +207,10 @@ def _plan_settings(arguments: argparse.Namespace) -> Any:
     """The flags given, over the run config `--spec` names when it is one."""
     import dataclasses
 
-    from .errors import SpecError
-    from .planning import PlanSettings, run_config_in, settings_from_run_config
+    from ..core.spec import parse_spec
+    from ..errors import SpecError
+    from .meta_model import PlanSettings, run_config_in, settings_from_run_config
     from .run_config import ConfigError
-    from .spec import parse_spec
 
     try:
         base = PlanSettings(spec=parse_spec(arguments.spec))
@@ -229,8 +229,8 @@ def _plan_settings(arguments: argparse.Namespace) -> Any:
 
 
 def _plan(arguments: argparse.Namespace) -> int:
-    from .group_table import plan_to_data, render_table
-    from .planning import plan_for_model
+    from ..core.group_table import plan_to_data, render_table
+    from .meta_model import plan_for_model
 
     settings = _plan_settings(arguments)
     options = {
@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage = _one_line(parser.format_usage()).removeprefix("usage: ")
         print(f"{parser.prog}: error: a command is required, train or plan (usage: {usage})", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from .errors import SpecError
+    from ..errors import SpecError
     from .run_config import ConfigError
 
     try:

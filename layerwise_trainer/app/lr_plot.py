@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .callback import GROUP_KEY_PREFIX
+from ..callback import GROUP_KEY_PREFIX
 
 
 def plot_learning_rates(

@@ -28,7 +28,7 @@ def _load_raw(section: DataSection):  # -> datasets.DatasetDict
     import datasets
 
     if section.builtin is not None:
-        from .sentiment_data import japanese_sentiment_dataset
+        from .ja.sentiment_data import japanese_sentiment_dataset
 
         return japanese_sentiment_dataset(**section.builtin)
     if section.hub is not None:

@@ -1,0 +1,1 @@
+"""The `layerwise-trainer` application: command line, run config, data, metrics and plots."""
