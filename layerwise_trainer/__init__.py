@@ -24,51 +24,61 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-# Public name -> the module that defines it. Imported on first use, so that `import layerwise_trainer`
-# (and `layerwise-trainer --help`) does not pay for importing torch and transformers.
+# The public API, the one table of it: public name -> the module that defines it. `__all__` and
+# `docs/api.md` follow it (tests/test_docs.py checks the page). Names are imported on first use, so that
+# `import layerwise_trainer` (and `layerwise-trainer --help`) does not pay for importing torch and
+# transformers; the application's names need its extra (`pip install "layerwise-trainer[app]"`).
 _EXPORTS = {
-    "GroupLearningRateCallback": "callback",
-    "group_learning_rates": "callback",
-    "SpecError": "errors",
-    "GroupPlan": "core.grouping",
-    "PlannedGroup": "core.grouping",
-    "build_param_groups": "core.grouping",
-    "resolve_groups": "core.grouping",
-    "LayerMap": "core.layer_ids",
-    "detect_layers": "core.layer_ids",
-    "GroupSpec": "core.spec",
-    "LayerwiseSpec": "core.spec",
-    "parse_spec": "core.spec",
+    # The Trainer adapter.
     "LayerwiseTrainer": "trainer",
     "LayerwiseTrainerMixin": "trainer",
     "LayerwiseTrainingArguments": "training_args",
+    "GroupLearningRateCallback": "callback",
+    "group_learning_rates": "callback",
+    "build_param_groups": "optimizer_choice",
+    "CheckpointLayoutError": "checkpoint_layout",
+    # The core: spec -> groups.
+    "SpecError": "errors",
+    "parse_spec": "core.spec",
+    "LayerwiseSpec": "core.spec",
+    "GroupSpec": "core.spec",
+    "MAX_SPEC_BYTES": "core.spec",
+    "MAX_GROUPS": "core.spec",
+    "MAX_PATTERNS": "core.spec",
+    "MAX_WILDCARD_PATTERNS": "core.spec",
+    "MAX_NUM_LAYERS": "core.spec",
+    "resolve_groups": "core.grouping",
+    "GroupPlan": "core.grouping",
+    "PlannedGroup": "core.grouping",
+    "detect_layers": "core.layer_ids",
+    "LayerMap": "core.layer_ids",
+    "render_table": "core.group_table",
+    "plan_to_data": "core.group_table",
+    # The application.
+    "plot_learning_rates": "app.lr_plot",
 }
 
-__all__ = [
-    "GroupLearningRateCallback",
-    "GroupPlan",
-    "GroupSpec",
-    "LayerMap",
-    "LayerwiseSpec",
-    "LayerwiseTrainer",
-    "LayerwiseTrainerMixin",
-    "LayerwiseTrainingArguments",
-    "PlannedGroup",
-    "SpecError",
-    "__version__",
-    "build_param_groups",
-    "detect_layers",
-    "group_learning_rates",
-    "parse_spec",
-    "resolve_groups",
-]
+__all__ = ["__version__", *_EXPORTS]
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_architecture.py keeps it equal to the table
+    from .app.lr_plot import plot_learning_rates
     from .callback import GroupLearningRateCallback, group_learning_rates
-    from .core.grouping import GroupPlan, PlannedGroup, build_param_groups, resolve_groups
+    from .checkpoint_layout import CheckpointLayoutError
+    from .core.group_table import plan_to_data, render_table
+    from .core.grouping import GroupPlan, PlannedGroup, resolve_groups
     from .core.layer_ids import LayerMap, detect_layers
-    from .core.spec import GroupSpec, LayerwiseSpec, parse_spec
+    from .core.spec import (
+        MAX_GROUPS,
+        MAX_NUM_LAYERS,
+        MAX_PATTERNS,
+        MAX_SPEC_BYTES,
+        MAX_WILDCARD_PATTERNS,
+        GroupSpec,
+        LayerwiseSpec,
+        parse_spec,
+    )
     from .errors import SpecError
+    from .optimizer_choice import build_param_groups
     from .trainer import LayerwiseTrainer, LayerwiseTrainerMixin
     from .training_args import LayerwiseTrainingArguments
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .core.grouping import GroupPlan
+from .core.spec import json_ready
 from .errors import SpecError, some_names
 
 LAYOUT_FILE = "param_groups_layout.json"
@@ -42,10 +43,6 @@ class CheckpointLayoutError(SpecError):
     """The spec now gives other param groups than the checkpoint being resumed was saved with."""
 
 
-def _json_value(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
 def optimizer_layout(optimizer_cls: type, optimizer_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The optimizer's part of a layout: its class and the keyword arguments that shape its state.
 
@@ -58,7 +55,7 @@ def optimizer_layout(optimizer_cls: type, optimizer_kwargs: Mapping[str, Any]) -
         ``capturable``, ``differentiable``) and ``lr`` left out, and values that are not plain JSON as text.
     """
     kwargs = {
-        key: _json_value(value) if isinstance(value, (bool, int, float, str, tuple, type(None))) else repr(value)
+        key: json_ready(value) if isinstance(value, (bool, int, float, str, tuple, type(None))) else repr(value)
         for key, value in sorted(optimizer_kwargs.items())
         if key not in _STATELESS_KWARGS
     }
@@ -87,7 +84,7 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
             "name": group.name,
             "lr": group.lr,
             "weight_decay": group.weight_decay,
-            "options": {key: _json_value(value) for key, value in sorted(group.options.items())},
+            "options": {key: json_ready(value) for key, value in sorted(group.options.items())},
             "parameters": [[name, list(plan.parameters[name].shape)] for name in group.parameter_names],
         }
         for group in plan.trainable_groups

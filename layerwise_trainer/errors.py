@@ -91,13 +91,42 @@ def describe_value(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-def some_names(names: Sequence[str], shown: int = 3) -> str:
-    """The first ``shown`` names, quoted, and how many more: ``'a', 'b', 'c' and 4 more``.
+def some_names(names: Sequence[str], shown: int = 3, *, quoted: bool = True) -> str:
+    """The first ``shown`` names and how many more: ``'a', 'b', 'c' and 4 more``.
+
+    Args:
+        names: The names.
+        shown: How many to write out.
+        quoted: Quote each name (for messages); tables for people leave the quotes out.
 
     Example:
         ```python
         assert some_names(["a", "b", "c", "d"], shown=2) == "'a', 'b' and 2 more"
+        assert some_names(["a", "b", "c"], shown=2, quoted=False) == "a, b and 1 more"
         ```
     """
-    text = ", ".join(repr(name) for name in names[:shown])
+    text = ", ".join(repr(name) if quoted else name for name in names[:shown])
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def whole_number_problem(value: Any, *, minimum: int = 1, maximum: int | None = None) -> str | None:
+    """What a whole number in ``[minimum, maximum]`` should have been, or None when ``value`` is one.
+
+    The one check behind every "a whole number" setting, in specs and run configs alike; each caller
+    raises its own error with the text. Booleans are not numbers; ``12.0`` is the whole number 12.
+
+    Example:
+        ```python
+        assert whole_number_problem(3) is None
+        assert whole_number_problem(0) == "a whole number >= 1"
+        assert whole_number_problem(11, maximum=10) == "a whole number from 1 to 10"
+        ```
+    """
+    expected = f"a whole number >= {minimum}" if maximum is None else f"a whole number from {minimum} to {maximum:,}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return expected
+    if value != value or value in (float("inf"), float("-inf")) or value != int(value):
+        return expected
+    if value < minimum or (maximum is not None and value > maximum):
+        return expected
+    return None

@@ -18,7 +18,7 @@ import weakref
 from torch import nn
 
 from .core.grouping import GroupPlan
-from .core.name_patterns import user_model
+from .core.parameter_names import user_model
 
 # Model -> the parameters the library froze in it (and has not given back).
 _FROZEN_BY_LIBRARY: weakref.WeakKeyDictionary[nn.Module, list[nn.Parameter]] = weakref.WeakKeyDictionary()

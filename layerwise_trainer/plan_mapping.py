@@ -18,8 +18,7 @@ from types import MappingProxyType
 from torch import nn
 
 from .core.grouping import GroupPlan
-from .core.name_patterns import unwrap_data_parallel, user_facing_name
-from .core.parameter_names import named_parameters_of, walk_modules
+from .core.parameter_names import named_parameters_of, unwrap_data_parallel, user_facing_name, walk_modules
 
 
 def _same_parameter_objects(plan: GroupPlan, model: nn.Module) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,13 +20,13 @@ from .checkpoint_layout import (
     save_layout,
 )
 from .core.gc_pause import gc_paused
-from .core.grouping import GroupPlan, resolve_groups
-from .core.optimizer_options import check_optimizer_takes_groups, optimizer_for_args
+from .core.grouping import GroupPlan
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
 from .distributed import check_same_on_every_rank, is_distributed
 from .errors import SpecError
 from .freezing import freeze_for_training, give_back_frozen
+from .optimizer_choice import PlanInputs, plan_inputs_for_arguments
 from .plan_mapping import map_plan
 from .scheduling import proportional_scheduler
 
@@ -37,23 +36,6 @@ logger = logging.getLogger(__name__)
 def _stock_decay_rule(model: nn.Module) -> list[str]:
     # The stock method never reads `self`.
     return Trainer.get_decay_parameter_names(None, model)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class _PlanInputs:
-    """What a plan was resolved with, besides the spec and the model: a plan is reused only for the same."""
-
-    learning_rate: float
-    weight_decay: float
-    optimizer_cls: type[torch.optim.Optimizer]
-    optimizer_kwargs: dict[str, Any]
-    decay_parameter_names: list[str] | None
-
-    def same_as(self, other: _PlanInputs) -> bool:
-        try:
-            return bool(self == other)
-        except Exception:  # kwargs holding tensors compare elementwise: take them for changed
-            return False
 
 
 class LayerwiseTrainerMixin:
@@ -94,7 +76,7 @@ class LayerwiseTrainerMixin:
     param_groups_spec: LayerwiseSpec | None = None
     group_plan: GroupPlan | None = None
     group_lr_callback: GroupLearningRateCallback | None = None
-    _plan_inputs: _PlanInputs | None = None
+    _plan_inputs: PlanInputs | None = None
     _optimizer_layout: dict[str, Any] | None = None
 
     def __init__(self, *args: Any, param_groups: SpecSource | None = None, **kwargs: Any) -> None:
@@ -140,15 +122,6 @@ class LayerwiseTrainerMixin:
                     "the optimizer and scheduler"
                 )
 
-    def _optimizer_cls_and_kwargs(self, model: nn.Module) -> tuple[type[torch.optim.Optimizer], dict[str, Any], str]:
-        trainer: Trainer = self  # type: ignore[assignment]
-        if trainer.optimizer_cls_and_kwargs is None:
-            return optimizer_for_args(trainer.args, model, trainer.get_optimizer_cls_and_kwargs)
-        optimizer_cls, optimizer_kwargs = trainer.optimizer_cls_and_kwargs
-        label = getattr(optimizer_cls, "__name__", repr(optimizer_cls))
-        check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, label)
-        return optimizer_cls, dict(optimizer_kwargs), label
-
     def _decay_parameter_names(self, model: nn.Module) -> list[str] | None:
         """The Trainer's decay names when a subclass changed the rule; None for the stock rule."""
         trainer: Trainer = self  # type: ignore[assignment]
@@ -157,45 +130,34 @@ class LayerwiseTrainerMixin:
             return trainer.get_decay_parameter_names(model)
         return None
 
-    def _plan_inputs_for(self, model: nn.Module) -> tuple[_PlanInputs, str]:
-        """The arguments a plan for ``model`` is resolved with now, and the optimizer's name."""
+    def _plan_inputs_for(self, model: nn.Module) -> PlanInputs:
+        """The inputs a plan for ``model`` is resolved with now (the arguments may have changed since)."""
         trainer: Trainer = self  # type: ignore[assignment]
-        optimizer_cls, optimizer_kwargs, label = self._optimizer_cls_and_kwargs(model)
-        inputs = _PlanInputs(
-            learning_rate=float(optimizer_kwargs.get("lr", trainer.args.learning_rate)),
-            weight_decay=trainer.args.weight_decay,
-            optimizer_cls=optimizer_cls,
-            optimizer_kwargs=optimizer_kwargs,
+        return plan_inputs_for_arguments(
+            trainer.args,
+            model,
+            get_optimizer_cls_and_kwargs=trainer.get_optimizer_cls_and_kwargs,
+            optimizer_cls_and_kwargs=trainer.optimizer_cls_and_kwargs,
             decay_parameter_names=self._decay_parameter_names(model),
         )
-        return inputs, label
 
-    def _resolve(self, model: nn.Module, inputs: _PlanInputs | None = None, label: str = "") -> GroupPlan:
+    def _resolve(self, model: nn.Module, inputs: PlanInputs | None = None) -> GroupPlan:
         """Resolve the spec against ``model``, after giving back what an earlier trainer froze in it."""
         assert self.param_groups_spec is not None
         if inputs is None:
-            inputs, label = self._plan_inputs_for(model)
+            inputs = self._plan_inputs_for(model)
         give_back_frozen(model)
-        self.group_plan = resolve_groups(
-            model,
-            self.param_groups_spec,
-            learning_rate=inputs.learning_rate,
-            weight_decay=inputs.weight_decay,
-            decay_parameter_names=inputs.decay_parameter_names,
-            optimizer_cls=inputs.optimizer_cls,
-            optimizer_kwargs=inputs.optimizer_kwargs,
-            optimizer_label=label,
-        )
+        self.group_plan = inputs.resolve(model, self.param_groups_spec)
         self._plan_inputs = inputs
         return self.group_plan
 
-    def _plan_for(self, model: nn.Module, inputs: _PlanInputs, label: str) -> GroupPlan:
+    def _plan_for(self, model: nn.Module, inputs: PlanInputs) -> GroupPlan:
         """The resolved plan mapped onto ``model`` by name, or a new resolution when it does not fit."""
         if self.group_plan is not None and self._plan_inputs is not None and self._plan_inputs.same_as(inputs):
             mapped = map_plan(self.group_plan, model)
             if mapped is not None:
                 return mapped
-        return self._resolve(model, inputs, label)
+        return self._resolve(model, inputs)
 
     def call_model_init(self, trial: Any = None) -> nn.Module:
         """The stock ``call_model_init``, with the spec resolved against the new model."""
@@ -216,8 +178,8 @@ class LayerwiseTrainerMixin:
         trainer: Trainer = self  # type: ignore[assignment]
         if trainer.optimizer is None:
             opt_model = trainer.model if model is None else model
-            inputs, label = self._plan_inputs_for(opt_model)
-            plan = self._plan_for(opt_model, inputs, label)
+            inputs = self._plan_inputs_for(opt_model)
+            plan = self._plan_for(opt_model, inputs)
             freeze_for_training(plan, opt_model)
             self._optimizer_layout = optimizer_layout(inputs.optimizer_cls, inputs.optimizer_kwargs)
             if is_distributed():

@@ -16,12 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .._version import __version__
-
-# Mirrors planning.TASKS, kept here so that `--help` does not import torch.
-TASKS = (
-    "sequence-classification", "token-classification", "causal-lm", "seq2seq-lm", "masked-lm",
-    "image-classification", "base",
-)  # fmt: skip
+from .tasks import TASKS
 
 EXIT_BAD_INPUT = 2
 
@@ -170,13 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(arguments: argparse.Namespace) -> int:
     """Read and check the whole config first: every mistake in it stops the run before any data is read."""
-    from .pipeline import run_training
+    from .extras import require_extra
     from .run_config import dump_config, load_run_config
 
     config = load_run_config(arguments.config, arguments.overrides)
     if arguments.print_config:
         print(dump_config(config), end="")
         return 0
+    require_extra("app", "layerwise-trainer train")
+    if config.tokenizer.train is not None:
+        require_extra("ja", "a run that trains a Japanese tokenizer (tokenizer.train)")
+    from .pipeline import run_training
+
     started = time.monotonic()
     result = run_training(config)
     print(_summary(result, time.monotonic() - started))
@@ -264,11 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: a command is required, train or plan (usage: {usage})", file=sys.stderr)
         return EXIT_BAD_INPUT
     from ..errors import SpecError
+    from .extras import MissingExtraError
     from .run_config import ConfigError
 
     try:
         return _train(arguments) if arguments.command == "train" else _plan(arguments)
-    except (SpecError, ConfigError) as error:
+    except (SpecError, ConfigError, MissingExtraError) as error:
         print(f"layerwise-trainer {arguments.command}: error: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -16,21 +16,12 @@ from typing import Any
 
 from torch import nn
 
-from ..core.grouping import GroupPlan, resolve_groups
+from ..core.grouping import GroupPlan
 from ..core.spec import SpecSource
 from ..core.yaml_json import DocumentError, load_document
 from .run_config import ConfigError, RunConfig, model_config_from, parse_run_config
+from .tasks import TASKS
 
-# `--task` -> the Auto class that builds the model for it.
-TASKS = {
-    "sequence-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-    "causal-lm": "AutoModelForCausalLM",
-    "seq2seq-lm": "AutoModelForSeq2SeqLM",
-    "masked-lm": "AutoModelForMaskedLM",
-    "image-classification": "AutoModelForImageClassification",
-    "base": "AutoModel",
-}
 # A run config is a few kilobytes; a larger file named by `--spec` is a spec, never read twice.
 MAX_RUN_CONFIG_BYTES = 1024 * 1024
 _RUN_CONFIG_SECTIONS = ("model", "param_groups")
@@ -274,17 +265,15 @@ def plan_for_model(
     """
     from transformers import TrainingArguments
 
-    from ..core.optimizer_options import optimizer_for_args
+    from ..optimizer_choice import plan_inputs_for_arguments
 
     model = meta_model(name_or_path, num_labels, task, peft)
-    args = TrainingArguments(output_dir="unused", optim=optim, learning_rate=learning_rate, report_to=[], use_cpu=True)
-    optimizer_cls, optimizer_kwargs, label = optimizer_for_args(args, model)
-    return resolve_groups(
-        model,
-        spec,
+    args = TrainingArguments(
+        output_dir="unused",
+        optim=optim,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
-        optimizer_cls=optimizer_cls,
-        optimizer_kwargs=optimizer_kwargs,
-        optimizer_label=label,
+        report_to=[],
+        use_cpu=True,
     )
+    return plan_inputs_for_arguments(args, model).resolve(model, spec)

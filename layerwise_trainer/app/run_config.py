@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from ..core.yaml_json import DocumentError, load_document, parse_yaml
-from ..errors import describe_value, did_you_mean
+from ..errors import describe_value, did_you_mean, whole_number_problem
 from .training_values import training_fields, training_value_problem
 
 METRIC_NAMES = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
@@ -59,10 +59,10 @@ def _typed(where: str, value: Any, kind: type | tuple[type, ...], expected: str)
 
 
 def _positive_int(where: str, value: Any) -> int | None:
-    _typed(where, value, int, "a whole number")
-    if value is not None and value < 1:
-        raise ConfigError(f"{where}: expected a whole number >= 1, got {describe_value(value)}")
-    return value
+    problem = None if value is None else whole_number_problem(value)
+    if problem is not None:
+        raise ConfigError(f"{where}: expected {problem}, got {describe_value(value)}")
+    return None if value is None else int(value)
 
 
 def _check_small(where: str, value: Any) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import some_names
 from .grouping import GroupPlan
-from .spec import DEFAULT_GROUP_NAME
+from .spec import DEFAULT_GROUP_NAME, json_ready
 
 _SHOWN_NAMES = 8
 
@@ -103,9 +104,7 @@ def render_table(plan: GroupPlan) -> str:
 
 
 def _listing(names: tuple[str, ...] | list[str]) -> str:
-    shown = ", ".join(names[:_SHOWN_NAMES])
-    more = len(names) - _SHOWN_NAMES
-    return f"{len(names)} tensors: {shown}" + (f", ... ({more} more)" if more > 0 else "")
+    return f"{len(names)} tensors: {some_names(names, _SHOWN_NAMES, quoted=False)}"
 
 
 def default_parameter_names(plan: GroupPlan) -> list[str]:
@@ -127,9 +126,7 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
                 "frozen": group.frozen,
                 "layer_id": group.layer_id,
                 "no_decay": group.no_decay,
-                "options": {
-                    key: list(value) if isinstance(value, tuple) else value for key, value in group.options.items()
-                },
+                "options": {key: json_ready(value) for key, value in group.options.items()},
                 "num_elements": group.num_elements,
                 "parameter_names": list(group.parameter_names),
             }

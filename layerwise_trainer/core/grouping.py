@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..errors import SpecError, did_you_mean
+from ..errors import SpecError, did_you_mean, some_names
 from .gc_pause import gc_paused
 from .layer_ids import LayerMap, detect_layers
 from .name_patterns import (
@@ -29,17 +29,14 @@ from .name_patterns import (
     NamePattern,
     PatternTimeout,
     compile_pattern,
-    unwrap_data_parallel,
-    user_facing_name,
-    user_model,
 )
-from .optimizer_options import optimizer_for_args, optimizer_hyperparameters, validate_group_options
-from .parameter_names import named_parameters_of, walk_modules
+from .optimizer_options import validate_group_options
+from .parameter_names import named_parameters_of, unwrap_data_parallel, user_facing_name, user_model, walk_modules
 from .spec import DEFAULT_GROUP_NAME, GroupSpec, LayerwiseSpec, SpecSource, parse_spec
 from .weight_decay import decay_names_in
 
 if TYPE_CHECKING:
-    from transformers import TrainingArguments
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -497,12 +494,10 @@ def resolve_groups(
 
     unmatched_trainable = [tensor for tensor in members[-1] if tensor.parameter.requires_grad]
     if unmatched_trainable and spec.unmatched == "error":
-        shown = ", ".join(repr(tensor.name) for tensor in unmatched_trainable[:_UNMATCHED_SHOWN])
-        more = len(unmatched_trainable) - _UNMATCHED_SHOWN
+        shown = some_names([tensor.name for tensor in unmatched_trainable], _UNMATCHED_SHOWN)
         raise SpecError(
-            f"{len(unmatched_trainable)} trainable parameters match no group: {shown}"
-            + (f" and {more} more" if more > 0 else "")
-            + "; add a group for them, or set unmatched: default",
+            f"{len(unmatched_trainable)} trainable parameters match no group: {shown}; "
+            "add a group for them, or set unmatched: default",
             path=("unmatched",),
         )
     if unmatched_trainable:
@@ -532,71 +527,3 @@ def resolve_groups(
         layers=builder.detected_layers,
         parameters=MappingProxyType({tensor.name: tensor.parameter for tensor in tensors}),
     )
-
-
-def _training_arguments_default(field_name: str) -> Any:
-    from transformers import TrainingArguments
-
-    return TrainingArguments.__dataclass_fields__[field_name].default
-
-
-def build_param_groups(
-    model: nn.Module,
-    spec: SpecSource,
-    args: TrainingArguments | None = None,
-    optimizer_cls: type[torch.optim.Optimizer] | None = None,
-    *,
-    learning_rate: float | None = None,
-    weight_decay: float | None = None,
-    decay_parameter_names: Iterable[str] | None = None,
-) -> list[dict[str, Any]]:
-    """The torch param groups a spec gives for a model, for any training loop.
-
-    Frozen groups are left out; nothing is frozen, and neither the model nor the spec changes: call
-    `GroupPlan.freeze_frozen_groups` on `resolve_groups`'s plan to freeze them.
-
-    Args:
-        model: The model.
-        spec: The spec, in any form `parse_spec` accepts.
-        args: Training arguments giving the base learning rate, weight decay and ``optim``.
-        optimizer_cls: The optimizer class, to check the groups' hyperparameters against; by
-            default the one ``args.optim`` selects.
-        learning_rate: The base learning rate, overriding ``args.learning_rate`` (default 5e-5,
-            as ``TrainingArguments``).
-        weight_decay: The base weight decay, overriding ``args.weight_decay`` (default 0).
-        decay_parameter_names: Parameters that may get weight decay; the stock Trainer's rule by default.
-
-    Returns:
-        One dict per param group with ``params``, ``name``, ``lr``, ``weight_decay`` and the group's
-            further hyperparameters.
-
-    Raises:
-        SpecError: Any problem with the spec (see `resolve_groups`).
-
-    Example:
-        ```python
-        groups = build_param_groups(model, "spec.yaml", learning_rate=2e-5, weight_decay=0.01)
-        optimizer = torch.optim.AdamW(groups, lr=2e-5)
-        ```
-    """
-    if learning_rate is None:
-        learning_rate = args.learning_rate if args is not None else _training_arguments_default("learning_rate")
-    if weight_decay is None:
-        weight_decay = args.weight_decay if args is not None else _training_arguments_default("weight_decay")
-    optimizer_kwargs: dict[str, Any] = {}
-    label = None
-    if optimizer_cls is None and args is not None:
-        optimizer_cls, optimizer_kwargs, label = optimizer_for_args(args, model)
-    elif optimizer_cls is not None and "lr" in (optimizer_hyperparameters(optimizer_cls) or {}):
-        optimizer_kwargs = {"lr": learning_rate}
-    plan = resolve_groups(
-        model,
-        spec,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        decay_parameter_names=decay_parameter_names,
-        optimizer_cls=optimizer_cls,
-        optimizer_kwargs=optimizer_kwargs,
-        optimizer_label=label,
-    )
-    return plan.optimizer_param_groups()

@@ -1,10 +1,8 @@
-"""Parameter-name patterns and the names they are matched against.
+"""Parameter-name patterns: globs, ``re:`` regular expressions and exact names, and first-match lookup.
 
-Specs are written against the names a user sees in ``model.named_parameters()``. The segments that
-wrappers put inside names (``torch.compile``'s ``_orig_mod``, FSDP's ``_fsdp_wrapped_module``,
-activation checkpointing's ``_checkpoint_wrapped_module``) are removed before a name is matched, and
-whole-model wrappers (DDP, DataParallel, DeepSpeed) are unwrapped, so one spec matches the same
-parameters however the model is wrapped.
+Specs are written against the names a user sees in ``model.named_parameters()``; which names a wrapped
+model shows is `parameter_names`' business. This module needs neither torch nor transformers, so that a
+spec can be parsed and checked cheaply.
 """
 
 from __future__ import annotations
@@ -14,12 +12,8 @@ import functools
 import re
 
 import regex
-from torch import nn
 
 REGEX_PREFIX = "re:"
-# Segments that wrappers insert anywhere in a parameter name.
-_WRAPPER_SEGMENTS = frozenset({"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
-_WRAPPER_SEGMENT = re.compile("|".join(_WRAPPER_SEGMENTS))
 _GLOB_METACHARACTERS = re.compile(r"[*?\[]")
 
 
@@ -160,34 +154,3 @@ class FirstMatch:
 def compile_pattern(pattern: str) -> NamePattern:
     """The compiled `NamePattern` of a spec pattern (cached)."""
     return NamePattern(pattern)
-
-
-def user_facing_name(name: str) -> str:
-    """The parameter name as the user's unwrapped model has it.
-
-    Example:
-        ```python
-        assert user_facing_name("_orig_mod.bert._fsdp_wrapped_module.pooler.dense.weight") == "bert.pooler.dense.weight"
-        ```
-    """
-    if _WRAPPER_SEGMENT.search(name) is None:
-        return name
-    *modules, leaf = name.split(".")
-    return ".".join([*(segment for segment in modules if segment not in _WRAPPER_SEGMENTS), leaf])
-
-
-def unwrap_data_parallel(model: nn.Module) -> nn.Module:
-    """The model inside DDP, DataParallel or a DeepSpeed engine (their parameters are the same objects)."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or (
-        type(model).__name__ == "DeepSpeedEngine" and isinstance(getattr(model, "module", None), nn.Module)
-    ):
-        model = model.module
-    return model
-
-
-def user_model(model: nn.Module) -> nn.Module:
-    """The user's own model inside any wrapper (for naming it in messages)."""
-    model = unwrap_data_parallel(model)
-    while isinstance(getattr(model, "_orig_mod", None), nn.Module):
-        model = model._orig_mod
-    return model

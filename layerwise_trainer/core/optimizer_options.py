@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -56,34 +56,6 @@ def check_optimizer_takes_groups(optimizer_cls: Any, optimizer_kwargs: Mapping[s
             f"optimizer {label!r} builds its own parameter layout and cannot take param groups; "
             "use a spec with an optimizer such as 'adamw_torch', or drop the spec"
         )
-
-
-def optimizer_for_args(
-    args: Any, model: Any, get_cls_and_kwargs: Callable[[Any, Any], tuple[Any, Any]] | None = None
-) -> tuple[type[torch.optim.Optimizer], dict[str, Any], str]:
-    """The optimizer ``args.optim`` selects, refusing those that cannot take param groups.
-
-    Args:
-        args: ``TrainingArguments``.
-        model: The model (GaLore-style handlers read it).
-        get_cls_and_kwargs: The Trainer's ``get_optimizer_cls_and_kwargs`` (a subclass may override it);
-            the stock one by default.
-
-    Returns:
-        The optimizer class, its keyword arguments, and its name for messages (the ``optim`` value).
-
-    Raises:
-        SpecError: The optimizer builds its own parameter layout.
-    """
-    check_optim_takes_groups(args.optim)
-    if get_cls_and_kwargs is None:
-        from transformers import Trainer
-
-        get_cls_and_kwargs = Trainer.get_optimizer_cls_and_kwargs
-    label = optim_name(args.optim)
-    optimizer_cls, optimizer_kwargs = get_cls_and_kwargs(args, model)
-    check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, label)
-    return optimizer_cls, dict(optimizer_kwargs), label
 
 
 def optimizer_hyperparameters(optimizer_cls: type[torch.optim.Optimizer]) -> dict[str, Any] | None:

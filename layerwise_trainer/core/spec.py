@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import regex
 
-from ..errors import SpecError, describe_value, did_you_mean
+from ..errors import SpecError, describe_value, did_you_mean, whole_number_problem
 from .name_patterns import compile_pattern, is_exact_name
 from .yaml_json import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
 
@@ -66,6 +66,11 @@ def _number(value: Any, key: str, *, expected: str = "a finite number >= 0") -> 
     return number
 
 
+def json_ready(value: Any) -> Any:
+    """An option value as JSON and YAML write it: a flat tuple (such as ``betas``) becomes a list."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _non_negative(value: Any, key: str) -> float:
     number = _number(value, key)
     if number < 0:
@@ -84,8 +89,9 @@ def _layer_decay(value: Any, key: str = "layer_decay") -> float:
 def _positive_int(value: Any, key: str, maximum: int) -> int:
     expected = f"a whole number from 1 to {maximum:,}"
     number = _number(value, key, expected=expected)
-    if not 1 <= number <= maximum or number != int(number):
-        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=(key,))
+    problem = whole_number_problem(number, maximum=maximum)
+    if problem is not None:
+        raise SpecError(f"expected {problem}, got {describe_value(value)}", path=(key,))
     return int(number)
 
 
@@ -270,7 +276,7 @@ class GroupSpec:
         if self.freeze:
             result["freeze"] = True
         for key, value in self.options.items():
-            result[key] = list(value) if isinstance(value, tuple) else value
+            result[key] = json_ready(value)
         return result
 
 

@@ -1,0 +1,203 @@
+"""The one path from ``TrainingArguments`` to a plan: which optimizer, which base rates, which groups.
+
+`LayerwiseTrainer`, `build_param_groups(args=...)` and `layerwise-trainer plan` all go through
+`plan_inputs_for_arguments`: the optimizer ``args.optim`` (or ``optimizer_cls_and_kwargs``) selects, with the
+ones that cannot take param groups refused, and the base learning rate taken from that optimizer's ``lr``.
+`PlanInputs.resolve` then hands them to the core's `resolve_groups`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .core.grouping import GroupPlan, resolve_groups
+from .core.optimizer_options import (
+    check_optim_takes_groups,
+    check_optimizer_takes_groups,
+    optim_name,
+    optimizer_hyperparameters,
+)
+from .core.spec import SpecSource
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+OptimizerFactory = Callable[[Any, Any], tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a spec is resolved with, besides the model: base rates, the optimizer and the decay rule.
+
+    Args:
+        learning_rate: The base learning rate: the optimizer's ``lr`` keyword when it has one.
+        weight_decay: The base weight decay.
+        optimizer_cls: The optimizer class the groups are checked against, or None for no check.
+        optimizer_kwargs: The keyword arguments it is built with.
+        optimizer_label: The optimizer's name in messages (the ``optim`` value or the class name).
+        decay_parameter_names: Parameters that may get weight decay; None for the stock rule.
+    """
+
+    learning_rate: float
+    weight_decay: float
+    optimizer_cls: type[torch.optim.Optimizer] | None
+    optimizer_kwargs: dict[str, Any]
+    optimizer_label: str | None = None
+    decay_parameter_names: list[str] | None = None
+
+    def same_as(self, other: PlanInputs) -> bool:
+        """Whether a plan resolved with ``other`` holds for these inputs too."""
+        try:
+            return bool(self == other)
+        except Exception:  # kwargs holding tensors compare elementwise: take them for changed
+            return False
+
+    def resolve(self, model: nn.Module, spec: SpecSource) -> GroupPlan:
+        """`resolve_groups` of ``spec`` against ``model`` with these inputs."""
+        return resolve_groups(
+            model,
+            spec,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            decay_parameter_names=self.decay_parameter_names,
+            optimizer_cls=self.optimizer_cls,
+            optimizer_kwargs=self.optimizer_kwargs,
+            optimizer_label=self.optimizer_label,
+        )
+
+
+def optimizer_for_args(
+    args: Any, model: Any, get_cls_and_kwargs: OptimizerFactory | None = None
+) -> tuple[type[torch.optim.Optimizer], dict[str, Any], str]:
+    """The optimizer ``args.optim`` selects, refusing those that cannot take param groups.
+
+    Args:
+        args: ``TrainingArguments``.
+        model: The model (GaLore-style handlers read it).
+        get_cls_and_kwargs: The Trainer's ``get_optimizer_cls_and_kwargs`` (a subclass may override it);
+            the stock one by default.
+
+    Returns:
+        The optimizer class, its keyword arguments, and its name for messages (the ``optim`` value).
+
+    Raises:
+        SpecError: The optimizer builds its own parameter layout.
+    """
+    check_optim_takes_groups(args.optim)
+    if get_cls_and_kwargs is None:
+        from transformers import Trainer
+
+        get_cls_and_kwargs = Trainer.get_optimizer_cls_and_kwargs
+    label = optim_name(args.optim)
+    optimizer_cls, optimizer_kwargs = get_cls_and_kwargs(args, model)
+    check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, label)
+    return optimizer_cls, dict(optimizer_kwargs), label
+
+
+def plan_inputs_for_arguments(
+    args: TrainingArguments,
+    model: nn.Module,
+    *,
+    get_optimizer_cls_and_kwargs: OptimizerFactory | None = None,
+    optimizer_cls_and_kwargs: tuple[Any, dict[str, Any]] | None = None,
+    decay_parameter_names: Iterable[str] | None = None,
+) -> PlanInputs:
+    """The inputs a spec is resolved with under ``args``.
+
+    Args:
+        args: The training arguments (``optim``, ``learning_rate``, ``weight_decay``).
+        model: The model (some optimizer factories read it).
+        get_optimizer_cls_and_kwargs: The Trainer's ``get_optimizer_cls_and_kwargs``; the stock one by default.
+        optimizer_cls_and_kwargs: The Trainer's ``optimizer_cls_and_kwargs``, which wins over ``args.optim``.
+        decay_parameter_names: Parameters that may get weight decay; None for the stock rule.
+
+    Returns:
+        The `PlanInputs`; the base learning rate is the optimizer's ``lr`` keyword, else ``args.learning_rate``.
+
+    Raises:
+        SpecError: The optimizer builds its own parameter layout.
+    """
+    if optimizer_cls_and_kwargs is None:
+        optimizer_cls, optimizer_kwargs, label = optimizer_for_args(args, model, get_optimizer_cls_and_kwargs)
+    else:
+        optimizer_cls, kwargs = optimizer_cls_and_kwargs
+        label = getattr(optimizer_cls, "__name__", repr(optimizer_cls))
+        check_optimizer_takes_groups(optimizer_cls, kwargs, label)
+        optimizer_kwargs = dict(kwargs)
+    return PlanInputs(
+        learning_rate=float(optimizer_kwargs.get("lr", args.learning_rate)),
+        weight_decay=args.weight_decay,
+        optimizer_cls=optimizer_cls,
+        optimizer_kwargs=optimizer_kwargs,
+        optimizer_label=label,
+        decay_parameter_names=None if decay_parameter_names is None else list(decay_parameter_names),
+    )
+
+
+def _training_arguments_default(field_name: str) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments.__dataclass_fields__[field_name].default
+
+
+def build_param_groups(
+    model: nn.Module,
+    spec: SpecSource,
+    args: TrainingArguments | None = None,
+    optimizer_cls: type[torch.optim.Optimizer] | None = None,
+    *,
+    learning_rate: float | None = None,
+    weight_decay: float | None = None,
+    decay_parameter_names: Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The torch param groups a spec gives for a model, for any training loop.
+
+    Frozen groups are left out; nothing is frozen, and neither the model nor the spec changes: call
+    `GroupPlan.freeze_frozen_groups` on `resolve_groups`'s plan to freeze them.
+
+    Args:
+        model: The model.
+        spec: The spec, in any form `parse_spec` accepts.
+        args: Training arguments giving the base learning rate, weight decay and ``optim``.
+        optimizer_cls: The optimizer class, to check the groups' hyperparameters against; by
+            default the one ``args.optim`` selects.
+        learning_rate: The base learning rate, overriding ``args.learning_rate`` (default 5e-5,
+            as ``TrainingArguments``).
+        weight_decay: The base weight decay, overriding ``args.weight_decay`` (default 0).
+        decay_parameter_names: Parameters that may get weight decay; the stock Trainer's rule by default.
+
+    Returns:
+        One dict per param group with ``params``, ``name``, ``lr``, ``weight_decay`` and the group's
+            further hyperparameters.
+
+    Raises:
+        SpecError: Any problem with the spec (see `resolve_groups`).
+
+    Example:
+        ```python
+        groups = build_param_groups(model, "spec.yaml", learning_rate=2e-5, weight_decay=0.01)
+        optimizer = torch.optim.AdamW(groups, lr=2e-5)
+        ```
+    """
+    if optimizer_cls is None and args is not None:
+        inputs = plan_inputs_for_arguments(args, model, decay_parameter_names=decay_parameter_names)
+    else:
+        base_rate = args.learning_rate if args is not None else _training_arguments_default("learning_rate")
+        base_rate = base_rate if learning_rate is None else learning_rate
+        takes_lr = optimizer_cls is not None and "lr" in (optimizer_hyperparameters(optimizer_cls) or {})
+        inputs = PlanInputs(
+            learning_rate=base_rate,
+            weight_decay=args.weight_decay if args is not None else _training_arguments_default("weight_decay"),
+            optimizer_cls=optimizer_cls,
+            optimizer_kwargs={"lr": base_rate} if takes_lr else {},
+            decay_parameter_names=None if decay_parameter_names is None else list(decay_parameter_names),
+        )
+    overrides = {"learning_rate": learning_rate, "weight_decay": weight_decay}
+    inputs = dataclasses.replace(inputs, **{key: value for key, value in overrides.items() if value is not None})
+    return inputs.resolve(model, spec).optimizer_param_groups()
