@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,27 @@ def test_train_without_the_app_extra_exits_2_naming_it():
     assert lines[0].startswith("layerwise-trainer train: error: layerwise-trainer train needs the [app] extra")
     assert 'pip install "layerwise-trainer[app]"' in lines[0]
     assert "missing: datasets" in lines[0]
+
+
+def test_the_api_page_documents_exactly_the_public_api():
+    import layerwise_trainer
+
+    page = (PACKAGE_DIR.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    documented = re.findall(r"^::: layerwise_trainer\.(\w+)$", page, flags=re.MULTILINE)
+    documented += re.findall(r"^\| `(MAX_\w+)` \|", page, flags=re.MULTILINE)
+    assert len(documented) == len(set(documented))
+    assert set(documented) == set(layerwise_trainer.__all__) - {"__version__"}
+
+
+def test_plan_needs_only_the_library(tmp_path):
+    code = (
+        "from transformers import BertConfig\n"
+        "config = BertConfig(num_hidden_layers=2, hidden_size=8, num_attention_heads=2, intermediate_size=8)\n"
+        f"config.save_pretrained({str(tmp_path)!r})\n"
+        "from layerwise_trainer.app.cli import main\n"
+        f"sys.exit(main(['plan', '--model', {str(tmp_path)!r}, '--task', 'sequence-classification', '--spec',"
+        ' \'[{"name": "head", "match": "classifier.*", "lr": 0.001}]\']))\n'
+    )
+    result = _run_without(APP_MODULES, code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "head" in result.stdout and "0.001" in result.stdout
