@@ -12,9 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import tiny_models
 import torch
 import yaml
+from helpers import FAMILIES
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertJapaneseTokenizer
 
 from layerwise_trainer import __version__
@@ -159,7 +159,7 @@ def test_train_with_a_bad_spec(tmp_path, capsys):
 
 
 def save_config(family, directory):
-    model_cls, config = tiny_models.CONFIGS[family]()
+    model_cls, config = FAMILIES[family]()
     config.architectures = [model_cls.__name__]
     config.save_pretrained(directory)
     return directory
@@ -249,7 +249,7 @@ def test_plan_checks_the_optimizer(tmp_path, capsys):
 
 def test_plan_builds_the_head_the_task_names(tmp_path, capsys):
     model_dir = tmp_path / "bert-pretrained"
-    config = tiny_models.CONFIGS["bert"]()[1]
+    config = FAMILIES["bert"]()[1]
     config.architectures = ["BertForMaskedLM"]  # as a pretrained checkpoint's config says
     config.save_pretrained(model_dir)
     spec = '[{"name": "head", "match": "classifier.*"}]'

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_bert
+from helpers import tiny_bert
 from transformers import Trainer
 from transformers.training_args import OptimizerNames
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-import tiny_models
 import torch
-from conftest import BODY_HEAD_SPEC, tiny_bert, training_args
+from helpers import BODY_HEAD_SPEC, tiny_bert, tiny_model, training_args
 from torch import nn
 
 from layerwise_trainer import SpecError, build_param_groups, parse_spec, resolve_groups
@@ -232,7 +231,7 @@ def test_parameters_frozen_by_the_user_stay_out(bert, caplog):
 
 
 def test_tied_weights_match_by_either_name():
-    model = tiny_models.build("gpt2", device="cpu")
+    model = tiny_model("gpt2", device="cpu")
     assert model.lm_head.weight is model.transformer.wte.weight
     plan = resolve(model, [{"name": "output", "match": "lm_head.*", "lr": 1e-3}])
     output = [group.parameter_names for group in plan.groups if group.name == "output"]

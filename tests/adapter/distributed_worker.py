@@ -6,7 +6,7 @@
    the Trainer enables FSDP only on accelerators, but the names and parameters it hands to
    create_optimizer are these.
 
-Each rank writes what it saw to <output_dir>/rank<N>.json for tests/test_distributed.py to compare.
+Each rank writes what it saw to <output_dir>/rank<N>.json for tests/adapter/test_distributed.py to compare.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# helpers.py sits in tests/, one level up; torchrun puts only this file's own directory on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import RandomClassificationData, tiny_bert, training_args
+from helpers import RandomClassificationData, tiny_bert, training_args
 
 from layerwise_trainer import LayerwiseTrainer, SpecError, resolve_groups
 from layerwise_trainer.checkpoint_layout import plan_layout

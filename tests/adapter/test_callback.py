@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_bert
+from helpers import tiny_bert
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import Trainer, get_scheduler
 

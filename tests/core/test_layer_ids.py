@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-import tiny_models
+from helpers import tiny_model
 
 from layerwise_trainer import detect_layers
 
@@ -41,7 +41,7 @@ SINGLE_STACK = {
 @pytest.mark.parametrize("family", sorted(SINGLE_STACK))
 def test_single_stack_models(family):
     container, embeddings, num_layers = SINGLE_STACK[family]
-    names = [name for name, _ in tiny_models.build(family).named_parameters()]
+    names = [name for name, _ in tiny_model(family).named_parameters()]
     layers = detect_layers(names)
     assert layers.num_layers == num_layers
     actual = {name: layers.layer_id_of(name) for name in names}
@@ -53,7 +53,7 @@ def test_single_stack_models(family):
 
 
 def test_deberta_places_the_final_encoder_norm_after_the_blocks():
-    names = [name for name, _ in tiny_models.build("deberta-v2").named_parameters()]
+    names = [name for name, _ in tiny_model("deberta-v2").named_parameters()]
     layers = detect_layers(names)
     assert layers.layer_id_of("deberta.encoder.LayerNorm.weight") == 3
     assert layers.layer_id_of("deberta.encoder.rel_embeddings.weight") == 0
@@ -61,7 +61,7 @@ def test_deberta_places_the_final_encoder_norm_after_the_blocks():
 
 def test_albert_shares_one_block():
     # ALBERT applies one set of layer weights num_hidden_layers (3) times: LLRD can give it one rate.
-    names = [name for name, _ in tiny_models.build("albert").named_parameters()]
+    names = [name for name, _ in tiny_model("albert").named_parameters()]
     layers = detect_layers(names)
     assert layers.num_layers == 1
     for name in names:
@@ -76,7 +76,7 @@ def test_albert_shares_one_block():
 
 
 def test_t5_numbers_the_decoder_after_the_encoder():
-    names = [name for name, _ in tiny_models.build("t5").named_parameters()]
+    names = [name for name, _ in tiny_model("t5").named_parameters()]
     layers = detect_layers(names)
     assert layers.num_layers == 4
     for name in names:
@@ -100,7 +100,7 @@ def test_t5_nested_layer_index_does_not_count_as_a_block():
 
 
 def test_bart_embeddings_anywhere_are_layer_zero():
-    names = [name for name, _ in tiny_models.build("bart").named_parameters()]
+    names = [name for name, _ in tiny_model("bart").named_parameters()]
     layers = detect_layers(names)
     assert layers.num_layers == 4
     for name in names:

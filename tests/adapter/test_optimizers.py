@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_bert
+from helpers import tiny_bert
 from transformers.optimization import Adafactor
 
 from layerwise_trainer import LayerwiseTrainer, SpecError
-from layerwise_trainer.core.optimizer_options import optimizer_hyperparameters
 
 SPEC = [
     {"name": "body", "match": "bert.*", "lr_scale": 0.1},
@@ -80,18 +79,3 @@ def test_optimizer_cls_and_kwargs_is_used(make_args, data):
     assert [group["momentum"] for group in optimizer.param_groups] == [0.9] * 4
     # The lr of optimizer_cls_and_kwargs is the base rate that lr_scale multiplies (not args.learning_rate).
     assert [group["lr"] for group in optimizer.param_groups] == [0.5 * 0.1] * 2 + [1e-3] * 2
-
-
-def test_hyperparameters_of_adamw():
-    known = optimizer_hyperparameters(torch.optim.AdamW)
-    assert known is not None
-    assert known["betas"] == (0.9, 0.999)
-    assert "params" not in known
-
-
-def test_hyperparameters_unknown_for_kwargs_only_optimizers():
-    class KwargsOptimizer(torch.optim.SGD):
-        def __init__(self, params, **kwargs):
-            super().__init__(params, **kwargs)
-
-    assert optimizer_hyperparameters(KwargsOptimizer) is None

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from conftest import tiny_bert
+from helpers import tiny_bert
 from safetensors.torch import load_file
 from transformers import Trainer
 

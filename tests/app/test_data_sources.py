@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from helpers import write_hub_schema_jsonl
 
 from layerwise_trainer.app.data_sources import load_data
 from layerwise_trainer.app.ja.sentiment_data import generate_reviews, split_rows
 from layerwise_trainer.app.run_config import ConfigError, DataSection
-
-
-def write_hub_schema_jsonl(directory, num_examples=90):
-    """The hub set's schema (text, source, label) as train/validation/test JSONL files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, rows in split_rows(generate_reviews(num_examples)).items():
-        path = directory / f"{split}.jsonl"
-        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-        paths[split] = str(path)
-    return paths
 
 
 def test_builtin():

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import BODY_HEAD_SPEC, RandomClassificationData, tiny_bert
+from helpers import BODY_HEAD_SPEC, RandomClassificationData, tiny_bert
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, get_scheduler
 
 from layerwise_trainer import (

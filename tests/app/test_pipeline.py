@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_data_sources import write_hub_schema_jsonl
+from helpers import write_hub_schema_jsonl
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification, set_seed
 
 from layerwise_trainer.app.ja.sentiment_data import generate_reviews

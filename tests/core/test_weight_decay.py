@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import tiny_models
+from helpers import FAMILIES, tiny_model
 from transformers import Trainer
 
 from layerwise_trainer.core.weight_decay import decay_parameter_names, matches_stock_rule
@@ -13,14 +13,14 @@ def stock_rule(model):
     return Trainer.get_decay_parameter_names(None, model)
 
 
-@pytest.mark.parametrize("family", sorted(tiny_models.CONFIGS))
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_same_names_as_the_stock_trainer(family):
-    model = tiny_models.build(family)
+    model = tiny_model(family)
     assert decay_parameter_names(model) == set(stock_rule(model))
 
 
 def test_bert_decays_weights_not_biases_or_norms():
-    names = decay_parameter_names(tiny_models.build("bert"))
+    names = decay_parameter_names(tiny_model("bert"))
     assert "bert.encoder.layer.0.attention.self.query.weight" in names
     assert "classifier.weight" in names
     assert "classifier.bias" not in names
@@ -29,7 +29,7 @@ def test_bert_decays_weights_not_biases_or_norms():
 
 
 def test_llama_rmsnorm_is_not_decayed():
-    names = decay_parameter_names(tiny_models.build("llama"))
+    names = decay_parameter_names(tiny_model("llama"))
     assert "model.norm.weight" not in names
     assert "model.layers.0.input_layernorm.weight" not in names
     assert "model.layers.0.mlp.up_proj.weight" in names
