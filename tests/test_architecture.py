@@ -176,7 +176,7 @@ def test_train_without_the_app_extra_exits_2_naming_it():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("layerwise-trainer train: error: layerwise-trainer train needs the [app] extra")
-    assert 'pip install "layerwise-trainer[app]"' in lines[0]
+    assert 'pip install -e ".[app]"' in lines[0]
     assert "missing: datasets" in lines[0]
 
 

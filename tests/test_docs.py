@@ -405,3 +405,9 @@ INSTALL_FROM_AN_INDEX = re.compile(r"pip install [\"']?layerwise[-_]trainer\b")
 def test_no_page_installs_the_package_from_an_index(path):
     commands = INSTALL_FROM_AN_INDEX.findall((REPO / path).read_text(encoding="utf-8"))
     assert commands == [], f"{path}: install from a clone (pip install '.[ja]') or a built wheel instead"
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_test_file_a_page_names_exists(path):
+    named = set(re.findall(r"tests/[\w/]*test_\w+\.py", (REPO / path).read_text(encoding="utf-8")))
+    assert sorted(name for name in named if not (REPO / name).is_file()) == []

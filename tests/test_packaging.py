@@ -54,9 +54,13 @@ def test_the_wheel_declares_the_ja_extra(wheel):
     (metadata,) = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
     lines = wheel.read(metadata).decode().splitlines()
     assert "Provides-Extra: ja" in lines
+    assert "Provides-Extra: app" in lines
+    app = {"datasets>=2.19", "scikit-learn>=1.3", "matplotlib>=3.7"}
+    assert {line for line in lines if line.endswith('extra == "app"')} == {
+        f'Requires-Dist: {requirement}; extra == "app"' for requirement in app
+    }
     assert {line for line in lines if line.endswith('extra == "ja"')} == {
-        'Requires-Dist: fugashi>=1.3; extra == "ja"',
-        'Requires-Dist: ipadic>=1.0; extra == "ja"',
+        f'Requires-Dist: {requirement}; extra == "ja"' for requirement in app | {"fugashi>=1.3", "ipadic>=1.0"}
     }
 
 

@@ -55,5 +55,5 @@ def require_extra(extra: str, needed_for: str) -> None:
     if missing:
         raise MissingExtraError(
             f"{needed_for} needs the [{extra}] extra, which is not installed (missing: {', '.join(missing)}); "
-            f'install it with: pip install "layerwise-trainer[{extra}]" (from a clone: pip install -e ".[{extra}]")'
+            f'install it in the clone with: pip install -e ".[{extra}]" (or install the wheel with [{extra}])'
         )

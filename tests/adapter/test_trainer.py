@@ -317,16 +317,17 @@ def test_parameters_the_user_froze_stay_frozen(make_args, data):
 
 
 def counting_resolutions(monkeypatch):
-    import layerwise_trainer.trainer as trainer_module
+    # The trainer resolves through optimizer_choice, the one path from TrainingArguments to a plan.
+    import layerwise_trainer.optimizer_choice as choice_module
 
     calls = []
-    original = trainer_module.resolve_groups
+    original = choice_module.resolve_groups
 
     def counted(model, *args, **kwargs):
         calls.append(model)
         return original(model, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "resolve_groups", counted)
+    monkeypatch.setattr(choice_module, "resolve_groups", counted)
     return calls
 
 

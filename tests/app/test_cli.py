@@ -263,11 +263,13 @@ def test_plan_builds_the_head_the_task_names(tmp_path, capsys):
     assert out.splitlines()[2].split()[:3] == ["head", "2", "85"]  # 16 x 5 + 5
 
 
-def test_the_command_line_knows_every_task():
-    from layerwise_trainer.app.cli import TASKS
-    from layerwise_trainer.app.meta_model import TASKS as PLANNING_TASKS
+def test_the_command_line_offers_every_task_of_the_one_table():
+    from layerwise_trainer.app.cli import build_parser
+    from layerwise_trainer.app.tasks import TASKS
 
-    assert tuple(PLANNING_TASKS) == TASKS
+    plan = build_parser()._subparsers._group_actions[0].choices["plan"]
+    (task,) = [action for action in plan._actions if action.dest == "task"]
+    assert task.choices == ("auto", *TASKS)
 
 
 # ---- Mistakes on the command line: exit 2, one line on stderr, nothing prepared ---------------------

@@ -110,7 +110,10 @@ def test_override_errors(override, message):
             {**MINIMAL, "data": {"builtin": {}, "label_names": "pos"}},
             "data.label_names: expected a list of class names",
         ),
-        ({**MINIMAL, "tokenizer": {"max_length": "long"}}, "tokenizer.max_length: expected a whole number, got 'long'"),
+        (
+            {**MINIMAL, "tokenizer": {"max_length": "long"}},
+            "tokenizer.max_length: expected a whole number >= 1, got 'long' (str)",
+        ),
         (
             {**MINIMAL, "tokenizer": {"train": {"vocab_size": 0}}},
             "tokenizer.train.vocab_size: expected a whole number >= 1",
