@@ -60,7 +60,11 @@ class RandomClassificationData(torch.utils.data.Dataset):
         return {"input_ids": input_ids, "labels": torch.tensor(int(input_ids[0]) % NUM_LABELS)}
 
 
-def training_args(output_dir: os.PathLike[str] | str, **overrides: object) -> TrainingArguments:
+def training_args(
+    output_dir: os.PathLike[str] | str,
+    arguments_class: type[TrainingArguments] = TrainingArguments,
+    **overrides: object,
+) -> TrainingArguments:
     settings: dict[str, object] = dict(
         output_dir=str(output_dir),
         learning_rate=5e-5,
@@ -75,7 +79,7 @@ def training_args(output_dir: os.PathLike[str] | str, **overrides: object) -> Tr
         dataloader_num_workers=0,
     )
     settings.update(overrides)
-    return TrainingArguments(**settings)
+    return arguments_class(**settings)
 
 
 # Tiny models of every architecture family the library promises to handle, built from configs.

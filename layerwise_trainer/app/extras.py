@@ -14,6 +14,7 @@ import importlib
 EXTRA_MODULES = {
     "app": ("datasets", "sklearn", "matplotlib"),
     "ja": ("fugashi", "ipadic"),
+    "peft": ("peft",),
 }
 
 

@@ -8,7 +8,6 @@ give them, so that it shows the groups `train` would build.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import nn
 from ..core.grouping import GroupPlan
 from ..core.spec import SpecSource
 from ..core.yaml_json import DocumentError, load_document
+from .lora import with_lora
 from .run_config import ConfigError, RunConfig, model_config_from, parse_run_config
 from .tasks import TASKS
 
@@ -200,7 +200,7 @@ def meta_model(
         config.num_labels = num_labels
     with torch.device("meta"):
         built = _model_for_task(transformers, config, task)
-        return _with_lora(built, peft) if peft is not None else built
+        return with_lora(built, peft) if peft is not None else built
 
 
 def _model_for_task(transformers: Any, config: Any, task: str) -> nn.Module:
@@ -211,21 +211,6 @@ def _model_for_task(transformers: Any, config: Any, task: str) -> nn.Module:
         if model_cls is not None:
             return model_cls(config)
     return transformers.AutoModel.from_config(config)
-
-
-def _with_lora(model: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
-    try:
-        from peft import LoraConfig, TaskType, get_peft_model
-    except ImportError:
-        raise ConfigError("peft: LoRA needs the peft package: pip install 'layerwise-trainer[peft]'") from None
-    try:
-        lora = LoraConfig(task_type=TaskType.SEQ_CLS, **settings)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"peft: {error}") from None
-    with warnings.catch_warnings():
-        # peft calls transformers' deprecated `is_gradient_checkpointing`; nothing a user can change.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        return get_peft_model(model, lora)
 
 
 def plan_for_model(

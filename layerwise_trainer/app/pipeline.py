@@ -25,6 +25,7 @@ from ..core.group_table import plan_to_data, render_table
 from ..core.grouping import GroupPlan
 from ..core.spec import parse_spec
 from .data_sources import LoadedData, load_data
+from .lora import with_lora
 from .lr_plot import plot_learning_rates
 from .metrics import classification_metrics
 from .run_config import ConfigError, RunConfig, dump_config
@@ -106,7 +107,7 @@ def _model(config: RunConfig, label_names: tuple[str, ...], tokenizer):
             config.model.name_or_path, ignore_mismatched_sizes=True, **labels
         )
     if config.peft is not None:
-        model = _with_lora(model, config.peft)
+        model = with_lora(model, config.peft)
     return model
 
 
@@ -140,18 +141,6 @@ def _with_epoch_summary(trainer) -> None:
         trainer.add_callback(EpochSummaryProgressCallback())
     if trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(EpochSummaryCallback())
-
-
-def _with_lora(model, settings):
-    try:
-        from peft import LoraConfig, TaskType, get_peft_model
-    except ImportError:
-        raise ConfigError("peft: LoRA needs the peft package: pip install 'layerwise-trainer[peft]'") from None
-    try:
-        lora = LoraConfig(task_type=TaskType.SEQ_CLS, **settings)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"peft: {error}") from None
-    return get_peft_model(model, lora)
 
 
 class _TokenizeTexts:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import training_args
 
 from layerwise_trainer import GroupSpec, LayerwiseSpec, LayerwiseTrainer, LayerwiseTrainingArguments
 
@@ -35,21 +36,8 @@ FORMS = {
 
 
 def layerwise_args(output_dir: Path, param_groups: object, **overrides: object) -> LayerwiseTrainingArguments:
-    settings: dict[str, object] = dict(
-        output_dir=str(output_dir),
-        param_groups=param_groups,
-        learning_rate=5e-5,
-        per_device_train_batch_size=8,
-        max_steps=2,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
-        dataloader_num_workers=0,
-    )
-    settings.update(overrides)
-    return LayerwiseTrainingArguments(**settings)
+    settings: dict[str, object] = {"param_groups": param_groups, "max_steps": 2, "logging_steps": 500, **overrides}
+    return training_args(output_dir, LayerwiseTrainingArguments, **settings)
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
