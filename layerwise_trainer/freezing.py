@@ -34,16 +34,9 @@ def freeze_for_training(plan: GroupPlan, model: nn.Module) -> int:
     Returns:
         How many tensors this call froze.
     """
-    frozen = _FROZEN_BY_LIBRARY.setdefault(user_model(model), [])
-    count = 0
-    for group in plan.frozen_groups:
-        for name in group.parameter_names:
-            parameter = plan.parameters[name]
-            if parameter.requires_grad:
-                parameter.requires_grad_(False)
-                frozen.append(parameter)
-                count += 1
-    return count
+    newly_frozen = plan.freeze_and_list_frozen()
+    _FROZEN_BY_LIBRARY.setdefault(user_model(model), []).extend(newly_frozen)
+    return len(newly_frozen)
 
 
 def give_back_frozen(model: nn.Module) -> int:

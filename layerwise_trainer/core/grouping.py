@@ -138,14 +138,19 @@ class GroupPlan:
         Returns:
             How many tensors were frozen by this call.
         """
-        frozen = 0
-        for group in self.frozen_groups:
-            for name in group.parameter_names:
-                parameter = self.parameters[name]
-                if parameter.requires_grad:
-                    parameter.requires_grad_(False)
-                    frozen += 1
-        return frozen
+        return len(self.freeze_and_list_frozen())
+
+    def freeze_and_list_frozen(self) -> list[nn.Parameter]:
+        """`freeze_frozen_groups`, returning the parameters this call froze (for callers that undo it)."""
+        newly_frozen = [
+            self.parameters[name]
+            for group in self.frozen_groups
+            for name in group.parameter_names
+            if self.parameters[name].requires_grad
+        ]
+        for parameter in newly_frozen:
+            parameter.requires_grad_(False)
+        return newly_frozen
 
 
 @dataclass(slots=True)
