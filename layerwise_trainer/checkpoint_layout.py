@@ -215,11 +215,18 @@ def check_resume_layout(checkpoint: str | os.PathLike[str], current: dict[str, A
 
 
 def _saved_optimizer_groups(checkpoint: str | os.PathLike[str]) -> list[dict[str, Any]] | None:
-    """The param groups of the optimizer state in ``checkpoint``, read without loading its tensors."""
+    """The param groups of the optimizer state in ``checkpoint``, read without loading its tensors.
+
+    None when there is no such file or it cannot be read this way (another serialisation, objects that
+    `weights_only` refuses): the check is then skipped and the Trainer's own loading decides.
+    """
     path = Path(checkpoint) / OPTIMIZER_FILE
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # whatever torch raises for a file it cannot read this way
+        return None
     groups = state.get("param_groups") if isinstance(state, dict) else None
     return groups if isinstance(groups, list) else None
 

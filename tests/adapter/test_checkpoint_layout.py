@@ -269,3 +269,12 @@ def test_a_version_1_layout_with_another_optimizer_is_refused(first_run, make_ar
         "groups. Resume with the spec and optim the checkpoint was saved with (for a checkpoint of the stock "
         "Trainer: no spec), or start a new run from its weights (without resume_from_checkpoint)."
     )
+
+
+def test_an_optimizer_file_the_check_cannot_read_is_left_to_the_trainer(tmp_path):
+    from layerwise_trainer.checkpoint_layout import OPTIMIZER_FILE, _saved_optimizer_groups
+
+    (tmp_path / OPTIMIZER_FILE).write_bytes(b"not a torch file")
+    assert _saved_optimizer_groups(tmp_path) is None
+    torch.save({"param_groups": [{"lr": 0.1, "params": [0]}], "state": {}}, tmp_path / OPTIMIZER_FILE)
+    assert _saved_optimizer_groups(tmp_path) == [{"lr": 0.1, "params": [0]}]
