@@ -440,6 +440,19 @@ class _GroupBuilder:
         )
 
 
+def _refuse_schedule_keys(spec: LayerwiseSpec) -> None:
+    """Per-group schedules are parsed but not applied yet; ignoring them would train every group from step 0."""
+    for index, group in enumerate(spec.groups):
+        if group.schedule_keys:
+            key = group.schedule_keys[0]
+            raise SpecError(
+                f"per-group schedule keys ({', '.join(group.schedule_keys)}) are not applied yet (issue 11); "
+                "remove them, or freeze the group and train it in a second run",
+                path=(f"groups[{index}]", key),
+                group=group.name,
+            )
+
+
 @gc_paused()
 def resolve_groups(
     model: nn.Module,
@@ -472,9 +485,11 @@ def resolve_groups(
     Raises:
         SpecError: A pattern that matches no parameter, a group emptied by earlier groups, unmatched
             parameters under ``unmatched: error``, layer decay without blocks, a hyperparameter the
-            optimizer does not take, or no trainable parameter left.
+            optimizer does not take, or no trainable parameter left; per-group schedule keys (``start``,
+            ``warmup``, ``schedule``, ``min_lr_ratio``), which are parsed but not applied yet.
     """
     spec = parse_spec(spec)
+    _refuse_schedule_keys(spec)
     model_label = type(user_model(model)).__name__
     unwrapped = unwrap_data_parallel(model)
     modules = walk_modules(unwrapped)

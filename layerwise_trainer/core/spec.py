@@ -21,12 +21,31 @@ from typing import Any, Literal
 import regex
 
 from ..errors import SpecError, describe_value, did_you_mean, whole_number_problem
+from .group_schedule import (
+    SCHEDULE_KEYS,
+    START_UNITS,
+    WARMUP_UNITS,
+    ScheduleAmount,
+    parse_amount,
+    parse_min_lr_ratio,
+    parse_shape,
+)
 from .name_patterns import compile_pattern, is_exact_name
 from .yaml_json import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
 
 GROUP_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 DEFAULT_GROUP_NAME = "default"
-GROUP_KEYS = ("name", "match", "lr", "lr_scale", "weight_decay", "freeze", "layer_decay", "num_layers")
+GROUP_KEYS = (
+    "name",
+    "match",
+    "lr",
+    "lr_scale",
+    "weight_decay",
+    "freeze",
+    "layer_decay",
+    "num_layers",
+    *SCHEDULE_KEYS,
+)
 TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched")
 UNMATCHED_POLICIES = ("default", "error")
 # Keys that torch or the LR scheduler set on a param group themselves.
@@ -177,6 +196,11 @@ class GroupSpec:
             1 turns decay off for this group.
         num_layers: The number of transformer blocks ``L`` to decay over, instead of the number
             detected in the model; at most `MAX_NUM_LAYERS` (10,000).
+        start: When the group starts (``100`` steps, ``{epochs: 1}``, ``{fraction: 0.25}``); parsed,
+            but `resolve_groups` refuses it until per-group schedules are applied.
+        warmup: The group's own warm-up from its start (``50`` steps or ``{ratio: 0.1}``); as ``start``.
+        schedule: The group's schedule shape (``constant``, ``linear``, ``cosine``); as ``start``.
+        min_lr_ratio: The floor of ``schedule: cosine``, as a ratio of the group's rate; as ``start``.
         options: Further optimizer hyperparameters (``betas``, ``eps``, ``momentum``...), passed to
             the param group.
 
@@ -195,6 +219,10 @@ class GroupSpec:
     freeze: bool = False
     layer_decay: float | None = None
     num_layers: int | None = None
+    start: ScheduleAmount | int | Mapping[str, float] | None = None
+    warmup: ScheduleAmount | int | Mapping[str, float] | None = None
+    schedule: str | None = None
+    min_lr_ratio: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -226,6 +254,7 @@ class GroupSpec:
             set_field(self, "layer_decay", _layer_decay(self.layer_decay))
         if self.num_layers is not None:
             set_field(self, "num_layers", _positive_int(self.num_layers, "num_layers", MAX_NUM_LAYERS))
+        self._normalise_schedule_keys()
         if not isinstance(self.options, Mapping):
             raise SpecError(f"expected a mapping, got {describe_value(self.options)}", path=("options",))
         options = {}
@@ -238,6 +267,26 @@ class GroupSpec:
                 raise SpecError(f"{key!r} is set by the optimizer and scheduler and cannot be given", path=(key,))
             options[key] = _option_value(value, key)
         set_field(self, "options", MappingProxyType(options))
+
+    def _normalise_schedule_keys(self) -> None:
+        set_field = object.__setattr__
+        if self.start is not None:
+            set_field(self, "start", parse_amount(self.start, "start", START_UNITS))
+        if self.warmup is not None:
+            set_field(self, "warmup", parse_amount(self.warmup, "warmup", WARMUP_UNITS))
+        if self.schedule is not None:
+            set_field(self, "schedule", parse_shape(self.schedule))
+        if self.min_lr_ratio is not None:
+            set_field(self, "min_lr_ratio", parse_min_lr_ratio(self.min_lr_ratio, self.schedule))
+        used = self.schedule_keys
+        if used and self.is_frozen:
+            reason = "freeze: true" if self.freeze else "a learning rate of 0"
+            raise SpecError(f"a group with {reason} never trains, so it cannot have a schedule", path=(used[0],))
+
+    @property
+    def schedule_keys(self) -> tuple[str, ...]:
+        """The per-group schedule keys this group sets (``start``, ``warmup``, ``schedule``, ``min_lr_ratio``)."""
+        return tuple(key for key in SCHEDULE_KEYS if getattr(self, key) is not None)
 
     def __getstate__(self) -> dict[str, Any]:
         # A mappingproxy neither pickles nor deep-copies; the options travel as a plain dict.
@@ -275,6 +324,9 @@ class GroupSpec:
                 result[key] = getattr(self, key)
         if self.freeze:
             result["freeze"] = True
+        for key in self.schedule_keys:
+            value = getattr(self, key)
+            result[key] = value.to_spec() if isinstance(value, ScheduleAmount) else value
         for key, value in self.options.items():
             result[key] = json_ready(value)
         return result

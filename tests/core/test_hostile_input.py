@@ -255,5 +255,18 @@ def test_no_spec_value_is_evaluated(tmp_path):
 
 
 def test_spec_keys_are_the_documented_ones():
-    assert GROUP_KEYS == ("name", "match", "lr", "lr_scale", "weight_decay", "freeze", "layer_decay", "num_layers")
+    assert GROUP_KEYS == (
+        "name",
+        "match",
+        "lr",
+        "lr_scale",
+        "weight_decay",
+        "freeze",
+        "layer_decay",
+        "num_layers",
+        "start",
+        "warmup",
+        "schedule",
+        "min_lr_ratio",
+    )
     assert TOP_LEVEL_KEYS == ("groups", "layer_decay", "unmatched")

@@ -1,0 +1,117 @@
+"""Per-group schedule keys: parsed at the boundary, refused by resolve_groups until they are applied."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from helpers import tiny_bert
+
+from layerwise_trainer import GroupSpec, SpecError, parse_spec, resolve_groups
+from layerwise_trainer.core.group_schedule import ScheduleAmount
+
+
+def group(**keys):
+    return parse_spec([{"name": "body", "match": "bert.*", **keys}]).groups[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (100, ScheduleAmount("steps", 100.0)),
+        (0, ScheduleAmount("steps", 0.0)),
+        ({"steps": 7}, ScheduleAmount("steps", 7.0)),
+        ({"epochs": 1}, ScheduleAmount("epochs", 1.0)),
+        ({"epochs": 0.5}, ScheduleAmount("epochs", 0.5)),
+        ({"fraction": 0.25}, ScheduleAmount("fraction", 0.25)),
+    ],
+)
+def test_start_units(value, expected):
+    assert group(start=value).start == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(50, ScheduleAmount("steps", 50.0)), ({"ratio": 0.1}, ScheduleAmount("ratio", 0.1))],
+)
+def test_warmup_units(value, expected):
+    assert group(warmup=value).warmup == expected
+
+
+def test_schedule_and_floor():
+    body = group(schedule="cosine", min_lr_ratio=0.1)
+    assert (body.schedule, body.min_lr_ratio, body.schedule_keys) == ("cosine", 0.1, ("schedule", "min_lr_ratio"))
+
+
+def test_group_without_keys_has_none():
+    assert group(lr_scale=0.5).schedule_keys == ()
+
+
+def test_to_dict_round_trips_and_pickles():
+    body = group(start={"epochs": 1}, warmup=10, schedule="linear")
+    assert body.to_dict() == {
+        "name": "body",
+        "match": "bert.*",
+        "start": {"epochs": 1.0},
+        "warmup": 10,
+        "schedule": "linear",
+    }
+    assert parse_spec([body.to_dict()]).groups[0] == body
+    assert pickle.loads(pickle.dumps(body)) == body
+    assert GroupSpec(name="body", match="bert.*", start=body.start) == group(start={"epochs": 1})
+
+
+def test_a_schedule_amount_given_directly_is_checked():
+    with pytest.raises(SpecError, match=r"^start \(group 'body'\): expected a whole number from 0"):
+        GroupSpec(name="body", match="bert.*", start=ScheduleAmount("steps", 2.5))
+
+
+def test_schedule_keys_are_not_optimizer_options():
+    assert dict(group(start=3, warmup=2).options) == {}
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"start": -1}, "groups[0].start (group 'body'): expected a whole number from 0 to 1,000,000,000,000, got -1"),
+        (
+            {"start": 2.5},
+            "groups[0].start (group 'body'): expected a whole number from 0 to 1,000,000,000,000, got 2.5",
+        ),
+        ({"start": True}, "groups[0].start (group 'body'): expected a whole number"),
+        ({"start": {"fraction": 1}}, "groups[0].start (group 'body'): expected a number in [0, 1), got 1 (int)"),
+        ({"start": {"epochs": -1}}, "groups[0].start (group 'body'): expected a number >= 0, got -1 (int)"),
+        (
+            {"start": {"ratio": 0.1}},
+            "groups[0].start (group 'body'): expected a whole number of steps or one of {steps: ...}, "
+            "{epochs: ...}, {fraction: ...}",
+        ),
+        ({"start": {"epochs": 1, "steps": 2}}, "groups[0].start (group 'body'): expected a whole number of steps"),
+        ({"warmup": {"epochs": 1}}, "groups[0].warmup (group 'body'): expected a whole number of steps or one of"),
+        ({"warmup": {"ratio": 1.0}}, "groups[0].warmup (group 'body'): expected a number in [0, 1), got 1.0"),
+        (
+            {"schedule": "poly"},
+            "groups[0].schedule (group 'body'): expected one of constant, linear, cosine, got 'poly'",
+        ),
+        ({"min_lr_ratio": 0.1}, "groups[0].min_lr_ratio (group 'body'): 'min_lr_ratio' is the floor of 'schedule"),
+        ({"schedule": "cosine", "min_lr_ratio": 1.5}, "groups[0].min_lr_ratio (group 'body'): expected a number in"),
+        ({"freeze": True, "start": 3}, "groups[0].start (group 'body'): a group with freeze: true never trains"),
+        ({"lr": 0, "warmup": 3}, "groups[0].warmup (group 'body'): a group with a learning rate of 0 never trains"),
+        ({"lr_scale": 0, "schedule": "linear"}, "groups[0].schedule (group 'body'): a group with a learning rate"),
+    ],
+)
+def test_bad_schedule_keys_name_the_group_and_key(keys, message):
+    with pytest.raises(SpecError) as caught:
+        group(**keys)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("keys", [{"start": 10}, {"warmup": {"ratio": 0.1}}, {"schedule": "constant"}])
+def test_resolve_groups_refuses_keys_it_does_not_apply_yet(keys):
+    spec = [{"name": "head", "match": "classifier.*"}, {"name": "body", "match": "bert.*", **keys}]
+    with pytest.raises(SpecError) as caught:
+        resolve_groups(tiny_bert(), spec, learning_rate=1e-3, weight_decay=0.0)
+    key = next(iter(keys))
+    assert str(caught.value).startswith(
+        f"groups[1].{key} (group 'body'): per-group schedule keys ({key}) are not applied yet (issue 11)"
+    )
