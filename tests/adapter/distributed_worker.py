@@ -131,6 +131,10 @@ def main(output_dir: Path) -> None:
     result["fsdp2"] = train_with_fsdp(2)
     result["fsdp1"] = train_with_fsdp(1)
     (output_dir / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
+    # Leave together and tear the process group down: left to interpreter exit, gloo's threads can abort a
+    # rank ("terminate called without an active exception", exit -6) after all its work is done.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
