@@ -148,11 +148,15 @@ class GroupLearningRateCallback(TrainerCallback):
         state: TrainerState,
         control: TrainerControl,
         optimizer: Any = None,
+        lr_scheduler: Any = None,
         **kwargs: Any,
     ) -> None:
         if optimizer is None:
             return
         self._rates = group_learning_rates(optimizer.param_groups)
+        if callable(getattr(lr_scheduler, "base_factor", None)):  # per-group schedules: groups do not share one
+            self._factor = lr_scheduler.base_factor()
+            return
         if not self._initial_rates_in_use:  # installed after training began
             self._initial_rates_in_use = self.initial_rates or _initial_rates(optimizer.param_groups)
         self._factor = _schedule_factor(optimizer.param_groups, self._initial_rates_in_use)

@@ -75,7 +75,8 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
 
     Returns:
         ``{"version", "hash", "groups", "frozen", "optimizer"}``: ``groups`` lists the optimizer param
-        groups in order (name, lr, weight_decay, options, parameters as ``[name, shape]``), ``frozen``
+        groups in order (name, lr, weight_decay, options, parameters as ``[name, shape]``, and ``timing``
+        for a group with its own start or schedule), ``frozen``
         the frozen groups' names, ``optimizer`` the optimizer's class and state-shaping keyword
         arguments; ``hash`` is the SHA-256 of ``groups`` and ``optimizer``.
     """
@@ -86,6 +87,8 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
             "weight_decay": group.weight_decay,
             "options": {key: json_ready(value) for key, value in sorted(group.options.items())},
             "parameters": [[name, list(plan.parameters[name].shape)] for name in group.parameter_names],
+            # Only scheduled groups carry it, so that a spec without schedule keys keeps its earlier hash.
+            **({"timing": group.timing.to_data()} if group.timing is not None else {}),
         }
         for group in plan.trainable_groups
     ]
@@ -123,6 +126,11 @@ def _group_differences(label: str, saved: dict[str, Any], current: dict[str, Any
     for key in ("lr", "weight_decay", "options"):
         if saved[key] != current[key]:
             found.append(f"{label}: {key} {saved[key]!r} in the checkpoint, {current[key]!r} now")
+    if saved.get("timing") != current.get("timing"):
+        found.append(
+            f"{label}: start and schedule {saved.get('timing') or 'the Trainer’s'} in the checkpoint, "
+            f"{current.get('timing') or 'the Trainer’s'} now"
+        )
     saved_names, current_names = _names(saved["parameters"]), _names(current["parameters"])
     if saved_names != current_names:
         added = [name for name in current_names if name not in set(saved_names)]

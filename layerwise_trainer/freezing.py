@@ -39,6 +39,18 @@ def freeze_for_training(plan: GroupPlan, model: nn.Module) -> int:
     return len(newly_frozen)
 
 
+def remember_library_frozen(model: nn.Module, parameters: list[nn.Parameter]) -> None:
+    """Note parameters the library may set to ``requires_grad=False`` (groups that start later), to give back.
+
+    Args:
+        model: The model (wrappers are looked through).
+        parameters: The parameters; those already noted are not added twice.
+    """
+    noted = _FROZEN_BY_LIBRARY.setdefault(user_model(model), [])
+    known = {id(parameter) for parameter in noted}
+    noted.extend(parameter for parameter in parameters if id(parameter) not in known)
+
+
 def give_back_frozen(model: nn.Module) -> int:
     """Set ``requires_grad=True`` again on every parameter the library froze in ``model``.
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_utils import has_length
 from transformers.utils import is_sagemaker_mp_enabled
 
 from .callback import GroupLearningRateCallback
@@ -20,12 +21,14 @@ from .checkpoint_layout import (
     save_layout,
 )
 from .core.gc_pause import gc_paused
+from .core.group_schedule import TrainingLength
 from .core.grouping import GroupPlan
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
 from .distributed import check_same_on_every_rank, is_distributed
 from .errors import SpecError
-from .freezing import freeze_for_training, give_back_frozen
+from .freezing import freeze_for_training, give_back_frozen, remember_library_frozen
+from .group_scheduling import build_group_scheduler, check_group_schedules_supported, staged_parameters
 from .optimizer_choice import PlanInputs, plan_inputs_for_arguments
 from .plan_mapping import map_plan
 from .scheduling import proportional_scheduler
@@ -78,6 +81,7 @@ class LayerwiseTrainerMixin:
     group_lr_callback: GroupLearningRateCallback | None = None
     _plan_inputs: PlanInputs | None = None
     _optimizer_layout: dict[str, Any] | None = None
+    _steps_per_epoch: int | None = None
 
     def __init__(self, *args: Any, param_groups: SpecSource | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -90,6 +94,7 @@ class LayerwiseTrainerMixin:
             return
         self._check_no_prebuilt_optimizer_or_scheduler()
         self._check_deepspeed_config()
+        check_group_schedules_supported(self.param_groups_spec, trainer)
         self.group_lr_callback = GroupLearningRateCallback.attach(trainer)
         if trainer.model is not None:
             self._resolve(trainer.model)
@@ -250,18 +255,38 @@ class LayerwiseTrainerMixin:
         if trainer.optimizer is not None:
             _restore_group_keys(trainer.optimizer.param_groups, self.group_plan)
 
+    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple[Any, ...]:
+        """The stock values; the optimizer steps per epoch are kept for starts given in epochs."""
+        values = super().set_initial_training_values(args, dataloader)  # type: ignore[misc]
+        self._steps_per_epoch = values[1] if has_length(dataloader) else None
+        return values
+
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> torch.optim.lr_scheduler.LRScheduler:
-        """The stock scheduler; ``reduce_lr_on_plateau`` and ``greedy`` decided on the base rate.
+        """The stock scheduler, or a `GroupScheduler` when groups start later or have their own schedules.
 
-        Those two move each group on its own, against absolute bounds and an absolute ``eps``; with a
-        spec they run on the base rate and every group follows at its ratio (see the `scheduling` module).
+        ``reduce_lr_on_plateau`` and ``greedy`` move each group on its own, against absolute bounds and an
+        absolute ``eps``; with a spec they run on the base rate and every group follows at its ratio (see the
+        `scheduling` module).
+
+        With per-group schedules, every group's rate is a function of the optimizer step (see the
+        `group_scheduling` module); the parameters of a group that has not started get
+        ``requires_grad=False`` here, after the model was wrapped, so DDP's reducer holds them from the start.
         """
         trainer: Trainer = self  # type: ignore[assignment]
         target = optimizer if optimizer is not None else trainer.optimizer
         if self.group_plan is None or trainer.lr_scheduler is not None or target is None or self._plan_inputs is None:
             return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
+        if self.group_plan.has_group_schedules and self.param_groups_spec is not None:
+            check_group_schedules_supported(self.param_groups_spec, trainer)
+            length = TrainingLength(num_training_steps, self._steps_per_epoch)
+            remember_library_frozen(trainer.model, staged_parameters(self.group_plan))
+            trainer.lr_scheduler = build_group_scheduler(
+                target, self.group_plan, self.param_groups_spec, trainer.args, length, self._plan_inputs.learning_rate
+            )
+            trainer._created_lr_scheduler = True
+            return trainer.lr_scheduler
         scheduler = proportional_scheduler(
             trainer.args.lr_scheduler_type,
             target,

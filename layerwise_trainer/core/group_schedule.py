@@ -103,3 +103,125 @@ def parse_min_lr_ratio(value: Any, shape: str | None) -> float:
     if number > 1:
         raise SpecError(f"expected a number in [0, 1], got {describe_value(value)}", path=("min_lr_ratio",))
     return number
+
+
+def parse_unfreeze_every(value: Any, key: str = "gradual_unfreeze") -> ScheduleAmount:
+    """``gradual_unfreeze: {every: K}``: how far apart the layer sub-groups start, as a `ScheduleAmount`.
+
+    Args:
+        value: The spec's value: ``{every: 100}`` (steps), ``{every: {epochs: 1}}`` or ``{every: {fraction: 0.1}}``.
+        key: Where it was given, for errors.
+
+    Raises:
+        SpecError: Not a mapping with exactly ``every``, or an interval of 0.
+    """
+    if not isinstance(value, Mapping) or set(value) != {"every"}:
+        raise SpecError(
+            "expected {every: N} (steps), {every: {epochs: N}} or {every: {fraction: F}}, got " + describe_value(value),
+            path=(key,),
+        )
+    every = parse_amount(value["every"], key, START_UNITS)
+    if every.amount == 0:
+        raise SpecError("the interval between layer starts must be above 0", path=(key, "every"))
+    return every
+
+
+@dataclass(frozen=True)
+class TrainingLength:
+    """What a run's length is, so that epochs and fractions can become optimizer steps.
+
+    Args:
+        total_steps: The run's optimizer steps (``max_steps``).
+        steps_per_epoch: Optimizer steps in one epoch; None when the training set has no length.
+    """
+
+    total_steps: int
+    steps_per_epoch: int | None = None
+
+    def steps(self, amount: ScheduleAmount, *, of_steps: int | None = None) -> int:
+        """``amount`` in optimizer steps: epochs and fractions rounded to the nearest step, ratios up.
+
+        Args:
+            amount: The amount.
+            of_steps: What a ``ratio`` is a ratio of (a group's own training); the run's length by default.
+
+        Raises:
+            ValueError: Epochs without a known epoch length (the caller words the error).
+        """
+        if amount.unit == "steps":
+            return int(amount.amount)
+        if amount.unit == "epochs":
+            if self.steps_per_epoch is None:
+                raise ValueError("epochs need a training set with a length")
+            return int(amount.amount * self.steps_per_epoch + 0.5)
+        if amount.unit == "fraction":
+            return int(amount.amount * self.total_steps + 0.5)
+        return math.ceil(amount.amount * (self.total_steps if of_steps is None else of_steps))
+
+
+@dataclass(frozen=True)
+class GroupTiming:
+    """When one optimizer param group starts and how its rate moves, as the spec gave it.
+
+    Args:
+        start: The spec group's ``start``; step 0 when None.
+        unfreeze_every: Under gradual unfreezing, the interval between layer sub-groups.
+        unfreeze_rank: This sub-group's place from the top (0 starts first).
+        warmup: The group's own warm-up; the Trainer's warm-up steps when None.
+        shape: ``constant``, ``linear`` or ``cosine``; the Trainer's ``lr_scheduler_type`` when None.
+        min_lr_ratio: The floor of ``cosine``.
+    """
+
+    start: ScheduleAmount | None = None
+    unfreeze_every: ScheduleAmount | None = None
+    unfreeze_rank: int = 0
+    warmup: ScheduleAmount | None = None
+    shape: str | None = None
+    min_lr_ratio: float | None = None
+
+    def start_step(self, length: TrainingLength) -> int:
+        """The first optimizer step (0-based) whose update this group takes part in."""
+        step = 0 if self.start is None else length.steps(self.start)
+        if self.unfreeze_every is not None:
+            step += self.unfreeze_rank * length.steps(self.unfreeze_every)
+        return step
+
+    def describe_start(self) -> str:
+        """The start as the spec wrote it: ``0``, ``2 epochs``, ``100 steps + 3 x 1 epoch``."""
+        start = "0" if self.start is None else _describe(self.start)
+        if self.unfreeze_every is None or self.unfreeze_rank == 0:
+            return start
+        later = f"{self.unfreeze_rank} x {_describe(self.unfreeze_every)}"
+        return later if self.start is None else f"{start} + {later}"
+
+    def describe_schedule(self) -> str:
+        """The shape and warm-up: ``cosine (floor 0.1), warm-up 50 steps``; ``trainer`` for the Trainer's shape."""
+        shape = self.shape or "trainer"
+        if self.min_lr_ratio:
+            shape += f" (floor {self.min_lr_ratio:g})"
+        warmup = "trainer's" if self.warmup is None else _describe(self.warmup)
+        return f"{shape}, warm-up {warmup}"
+
+    def to_data(self) -> dict[str, Any]:
+        """The timing as plain data, for the plan and the checkpoint layout."""
+        data: dict[str, Any] = {}
+        if self.start is not None:
+            data["start"] = self.start.to_spec()
+        if self.unfreeze_every is not None:
+            data["unfreeze_every"] = self.unfreeze_every.to_spec()
+            data["unfreeze_rank"] = self.unfreeze_rank
+        if self.warmup is not None:
+            data["warmup"] = self.warmup.to_spec()
+        if self.shape is not None:
+            data["schedule"] = self.shape
+        if self.min_lr_ratio is not None:
+            data["min_lr_ratio"] = self.min_lr_ratio
+        return data
+
+
+def _describe(amount: ScheduleAmount) -> str:
+    number = f"{amount.amount:g}"
+    if amount.unit in ("fraction", "ratio"):
+        return f"{amount.unit} {number}"
+    unit = amount.unit if amount.amount != 1 else amount.unit[:-1]
+    return f"{number} {unit}"

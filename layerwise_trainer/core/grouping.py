@@ -9,6 +9,7 @@ training loops; `LayerwiseTrainer` wires the same functions into
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..errors import SpecError, did_you_mean, some_names
 from .gc_pause import gc_paused
+from .group_schedule import GroupTiming, ScheduleAmount
 from .layer_ids import LayerMap, detect_layers
 from .name_patterns import (
     MATCH_TIMEOUT_SECONDS,
@@ -60,6 +62,8 @@ class PlannedGroup:
         layer_id: The layer id of a layer-decayed sub-group, else None.
         no_decay: Whether this is the half of biases and norms, whose weight decay is always 0.
         options: Further optimizer hyperparameters from the spec.
+        timing: When the group starts and how its rate moves, for a group with per-group schedule keys;
+            None for a group that follows the Trainer's schedule.
     """
 
     name: str
@@ -72,6 +76,7 @@ class PlannedGroup:
     layer_id: int | None = None
     no_decay: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    timing: GroupTiming | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -113,6 +118,11 @@ class GroupPlan:
     def group_names(self) -> tuple[str, ...]:
         """Every group name once (decay and no-decay halves share one), in plan order."""
         return tuple(dict.fromkeys(group.name for group in self.groups))
+
+    @property
+    def has_group_schedules(self) -> bool:
+        """Whether a trainable group starts later or has its own warm-up or shape."""
+        return any(group.timing is not None for group in self.trainable_groups)
 
     @property
     def frozen_group_names(self) -> tuple[str, ...]:
@@ -294,11 +304,11 @@ class _Settings:
     num_layers: int | None
     options: Mapping[str, Any]
     where: tuple[str, ...]
+    timing: GroupTiming | None = None
+    unfreeze_every: ScheduleAmount | None = None
 
     @classmethod
-    def of_group(
-        cls, group: GroupSpec, index: int, base_lr: float, base_wd: float, layer_decay: float | None
-    ) -> _Settings:
+    def of_group(cls, group: GroupSpec, index: int, base_lr: float, base_wd: float, spec: LayerwiseSpec) -> _Settings:
         lr = group.learning_rate(base_lr)
         if group.lr_scale is not None and not group.is_frozen:
             _check_scaled_rate(lr, group.lr_scale, base_lr, where=(f"groups[{index}]", "lr_scale"), group=group.name)
@@ -307,11 +317,25 @@ class _Settings:
             lr=lr,
             weight_decay=base_wd if group.weight_decay is None else group.weight_decay,
             frozen=group.is_frozen,
-            layer_decay=layer_decay if group.layer_decay is None else group.layer_decay,
+            layer_decay=spec.layer_decay_of(group),
             num_layers=group.num_layers,
             options=group.options,
             where=(f"groups[{index}]",),
+            timing=_timing_of(group),
+            unfreeze_every=spec.unfreeze_every_of(group),
         )
+
+
+def _timing_of(group: GroupSpec) -> GroupTiming | None:
+    """The group's own start, warm-up and shape; None when it follows the Trainer's schedule."""
+    if group.start is None and group.warmup is None and group.schedule is None:
+        return None
+    return GroupTiming(
+        start=group.start,  # type: ignore[arg-type]  # parsed to ScheduleAmount by GroupSpec
+        warmup=group.warmup,  # type: ignore[arg-type]
+        shape=group.schedule,
+        min_lr_ratio=group.min_lr_ratio,
+    )
 
 
 _FREEZE_HINT = (
@@ -359,14 +383,15 @@ class _GroupBuilder:
             return [self._planned(settings.name, settings, members, 0.0, settings.weight_decay, frozen=True)]
 
         ratio = settings.layer_decay
-        if ratio is None or ratio == 1.0:
-            return self._split_by_decay(settings.name, settings, trainable, settings.lr, None)
+        if ratio is None or (ratio == 1.0 and settings.unfreeze_every is None):
+            return self._split_by_decay(settings.name, settings, trainable, settings.lr, None, settings.timing)
 
         num_layers = self._num_layers(settings, trainable)
         by_layer: dict[int, list[_Tensor]] = {}
         for tensor in trainable:
             by_layer.setdefault(self.layers.layer_id_of(tensor.name, num_layers), []).append(tensor)
         planned = []
+        top_down = sorted(by_layer, reverse=True)
         for layer_id in sorted(by_layer):
             lr = settings.lr * ratio ** (num_layers + 1 - layer_id)
             if lr == 0 and settings.lr > 0:
@@ -377,7 +402,13 @@ class _GroupBuilder:
                     group=settings.name,
                 )
             name = f"{settings.name}/layer_{layer_id}"
-            planned += self._split_by_decay(name, settings, by_layer[layer_id], lr, layer_id)
+            timing = settings.timing
+            if settings.unfreeze_every is not None:
+                rank = top_down.index(layer_id)
+                timing = dataclasses.replace(
+                    timing or GroupTiming(), unfreeze_every=settings.unfreeze_every, unfreeze_rank=rank
+                )
+            planned += self._split_by_decay(name, settings, by_layer[layer_id], lr, layer_id, timing)
         return planned
 
     def _num_layers(self, settings: _Settings, trainable: Sequence[_Tensor]) -> int:
@@ -403,15 +434,25 @@ class _GroupBuilder:
         return settings.num_layers
 
     def _split_by_decay(
-        self, name: str, settings: _Settings, tensors: Sequence[_Tensor], lr: float, layer_id: int | None
+        self,
+        name: str,
+        settings: _Settings,
+        tensors: Sequence[_Tensor],
+        lr: float,
+        layer_id: int | None,
+        timing: GroupTiming | None,
     ) -> list[PlannedGroup]:
         decay = [tensor for tensor in tensors if tensor.name in self.decayed]
         no_decay = [tensor for tensor in tensors if tensor.name not in self.decayed]
         planned = []
         if decay:
-            planned.append(self._planned(name, settings, decay, lr, settings.weight_decay, layer_id=layer_id))
+            planned.append(
+                self._planned(name, settings, decay, lr, settings.weight_decay, layer_id=layer_id, timing=timing)
+            )
         if no_decay:
-            planned.append(self._planned(name, settings, no_decay, lr, 0.0, layer_id=layer_id, no_decay=True))
+            planned.append(
+                self._planned(name, settings, no_decay, lr, 0.0, layer_id=layer_id, no_decay=True, timing=timing)
+            )
         return planned
 
     @staticmethod
@@ -425,6 +466,7 @@ class _GroupBuilder:
         frozen: bool = False,
         layer_id: int | None = None,
         no_decay: bool = False,
+        timing: GroupTiming | None = None,
     ) -> PlannedGroup:
         return PlannedGroup(
             name=name,
@@ -437,20 +479,8 @@ class _GroupBuilder:
             layer_id=layer_id,
             no_decay=no_decay,
             options=settings.options,
+            timing=timing,
         )
-
-
-def _refuse_schedule_keys(spec: LayerwiseSpec) -> None:
-    """Per-group schedules are parsed but not applied yet; ignoring them would train every group from step 0."""
-    for index, group in enumerate(spec.groups):
-        if group.schedule_keys:
-            key = group.schedule_keys[0]
-            raise SpecError(
-                f"per-group schedule keys ({', '.join(group.schedule_keys)}) are not applied yet (issue 11); "
-                "remove them, or freeze the group and train it in a second run",
-                path=(f"groups[{index}]", key),
-                group=group.name,
-            )
 
 
 @gc_paused()
@@ -485,11 +515,9 @@ def resolve_groups(
     Raises:
         SpecError: A pattern that matches no parameter, a group emptied by earlier groups, unmatched
             parameters under ``unmatched: error``, layer decay without blocks, a hyperparameter the
-            optimizer does not take, or no trainable parameter left; per-group schedule keys (``start``,
-            ``warmup``, ``schedule``, ``min_lr_ratio``), which are parsed but not applied yet.
+            optimizer does not take, or no trainable parameter left.
     """
     spec = parse_spec(spec)
-    _refuse_schedule_keys(spec)
     model_label = type(user_model(model)).__name__
     unwrapped = unwrap_data_parallel(model)
     modules = walk_modules(unwrapped)
@@ -509,7 +537,7 @@ def resolve_groups(
 
     planned: list[PlannedGroup] = []
     for index, group in enumerate(spec.groups):
-        settings = _Settings.of_group(group, index, learning_rate, weight_decay, spec.layer_decay)
+        settings = _Settings.of_group(group, index, learning_rate, weight_decay, spec)
         planned += builder.build(settings, members[index])
 
     unmatched_trainable = [tensor for tensor in members[-1] if tensor.parameter.requires_grad]
@@ -530,6 +558,7 @@ def resolve_groups(
             num_layers=None,
             options=_EMPTY_OPTIONS,
             where=(),
+            unfreeze_every=spec.unfreeze_every_of(None),
         )
         planned += builder.build(default, unmatched_trainable)
 

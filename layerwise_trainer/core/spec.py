@@ -29,6 +29,7 @@ from .group_schedule import (
     parse_amount,
     parse_min_lr_ratio,
     parse_shape,
+    parse_unfreeze_every,
 )
 from .name_patterns import compile_pattern, is_exact_name
 from .yaml_json import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
@@ -45,8 +46,9 @@ GROUP_KEYS = (
     "layer_decay",
     "num_layers",
     *SCHEDULE_KEYS,
+    "gradual_unfreeze",
 )
-TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched")
+TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched", "gradual_unfreeze")
 UNMATCHED_POLICIES = ("default", "error")
 # Keys that torch or the LR scheduler set on a param group themselves.
 RESERVED_OPTION_KEYS = ("params", "initial_lr")
@@ -196,11 +198,16 @@ class GroupSpec:
             1 turns decay off for this group.
         num_layers: The number of transformer blocks ``L`` to decay over, instead of the number
             detected in the model; at most `MAX_NUM_LAYERS` (10,000).
-        start: When the group starts (``100`` steps, ``{epochs: 1}``, ``{fraction: 0.25}``); parsed,
-            but `resolve_groups` refuses it until per-group schedules are applied.
-        warmup: The group's own warm-up from its start (``50`` steps or ``{ratio: 0.1}``); as ``start``.
-        schedule: The group's schedule shape (``constant``, ``linear``, ``cosine``); as ``start``.
-        min_lr_ratio: The floor of ``schedule: cosine``, as a ratio of the group's rate; as ``start``.
+        start: When the group starts (``100`` optimizer steps, ``{epochs: 1}``, ``{fraction: 0.25}``);
+            before it the group's rate is 0 and its parameters get no gradients.
+        warmup: The group's own linear warm-up from its start (``50`` steps or ``{ratio: 0.1}`` of the
+            group's own steps); the Trainer's warm-up steps when not given.
+        schedule: The group's schedule shape (``constant``, ``linear``, ``cosine``); the Trainer's
+            ``lr_scheduler_type``, counted from the group's start, when not given.
+        min_lr_ratio: The floor of ``schedule: cosine``, as a ratio of the group's rate.
+        gradual_unfreeze: ``{every: K}`` (steps, or ``{epochs: K}``, ``{fraction: F}``): the group's layer
+            sub-groups start one after another from the top layer down, K apart; ``false`` turns the
+            spec's top-level setting off for this group. Needs layer decay.
         options: Further optimizer hyperparameters (``betas``, ``eps``, ``momentum``...), passed to
             the param group.
 
@@ -223,6 +230,7 @@ class GroupSpec:
     warmup: ScheduleAmount | int | Mapping[str, float] | None = None
     schedule: str | None = None
     min_lr_ratio: float | None = None
+    gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | bool | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -278,6 +286,11 @@ class GroupSpec:
             set_field(self, "schedule", parse_shape(self.schedule))
         if self.min_lr_ratio is not None:
             set_field(self, "min_lr_ratio", parse_min_lr_ratio(self.min_lr_ratio, self.schedule))
+        if self.gradual_unfreeze is not None and self.gradual_unfreeze is not False:
+            every = self.gradual_unfreeze
+            if isinstance(every, ScheduleAmount):
+                every = {"every": every}
+            set_field(self, "gradual_unfreeze", parse_unfreeze_every(every))
         used = self.schedule_keys
         if used and self.is_frozen:
             reason = "freeze: true" if self.freeze else "a learning rate of 0"
@@ -285,8 +298,10 @@ class GroupSpec:
 
     @property
     def schedule_keys(self) -> tuple[str, ...]:
-        """The per-group schedule keys this group sets (``start``, ``warmup``, ``schedule``, ``min_lr_ratio``)."""
-        return tuple(key for key in SCHEDULE_KEYS if getattr(self, key) is not None)
+        """The per-group schedule keys this group sets (``start``, ``warmup``, ``schedule``, ``min_lr_ratio``,
+        ``gradual_unfreeze``)."""
+        keys = tuple(key for key in SCHEDULE_KEYS if getattr(self, key) is not None)
+        return keys + (("gradual_unfreeze",) if isinstance(self.gradual_unfreeze, ScheduleAmount) else ())
 
     def __getstate__(self) -> dict[str, Any]:
         # A mappingproxy neither pickles nor deep-copies; the options travel as a plain dict.
@@ -326,7 +341,12 @@ class GroupSpec:
             result["freeze"] = True
         for key in self.schedule_keys:
             value = getattr(self, key)
-            result[key] = value.to_spec() if isinstance(value, ScheduleAmount) else value
+            if key == "gradual_unfreeze":
+                result[key] = {"every": value.to_spec()}
+            else:
+                result[key] = value.to_spec() if isinstance(value, ScheduleAmount) else value
+        if self.gradual_unfreeze is False:
+            result["gradual_unfreeze"] = False
         for key, value in self.options.items():
             result[key] = json_ready(value)
         return result
@@ -342,6 +362,9 @@ class LayerwiseSpec:
             group included).
         unmatched: ``"default"``: trainable parameters no group matches form a group named
             ``default`` with the base hyperparameters; ``"error"``: they are an error.
+        gradual_unfreeze: ``{every: K}``: every group with layer decay (the ``default`` group included)
+            starts its layer sub-groups one after another from the top down, K apart; a group's own
+            ``gradual_unfreeze`` overrides it.
 
     Example:
         ```python
@@ -355,6 +378,7 @@ class LayerwiseSpec:
     groups: Sequence[GroupSpec] = ()
     layer_decay: float | None = None
     unmatched: Literal["default", "error"] = "default"
+    gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.groups, (str, bytes, Mapping)) or not isinstance(self.groups, Sequence):
@@ -392,6 +416,50 @@ class LayerwiseSpec:
                 f"expected one of {', '.join(map(repr, UNMATCHED_POLICIES))}, got {describe_value(self.unmatched)}",
                 path=("unmatched",),
             )
+        self._normalise_gradual_unfreeze()
+
+    def _normalise_gradual_unfreeze(self) -> None:
+        every = self.gradual_unfreeze
+        if isinstance(every, ScheduleAmount):
+            every = {"every": every}
+        if every is not None:
+            object.__setattr__(self, "gradual_unfreeze", parse_unfreeze_every(every))
+        for index, group in enumerate(self.groups):
+            if isinstance(group.gradual_unfreeze, ScheduleAmount) and self.layer_decay_of(group) is None:
+                raise SpecError(
+                    "gradual unfreezing starts a group's layer sub-groups one by one, and this group has no "
+                    "layer decay; set layer_decay (1 keeps one rate for every layer) or remove gradual_unfreeze",
+                    path=(f"groups[{index}]", "gradual_unfreeze"),
+                    group=group.name,
+                )
+        applies_nowhere = not any(self.unfreeze_every_of(group) is not None for group in self.groups)
+        if self.gradual_unfreeze is not None and self.layer_decay is None and applies_nowhere:
+            raise SpecError(
+                "gradual unfreezing applies to groups with layer decay, and no group has any; set "
+                "layer_decay (at the top level or in a group) or remove gradual_unfreeze",
+                path=("gradual_unfreeze",),
+            )
+
+    def layer_decay_of(self, group: GroupSpec | None) -> float | None:
+        """The layer decay a group (None: the ``default`` group) gets: its own, else the spec's."""
+        if group is None or group.layer_decay is None:
+            return self.layer_decay
+        return group.layer_decay
+
+    def unfreeze_every_of(self, group: GroupSpec | None) -> ScheduleAmount | None:
+        """The gradual-unfreezing interval of a group (None: the ``default`` group), or None when it has none."""
+        if group is not None and group.gradual_unfreeze is not None:
+            return group.gradual_unfreeze if isinstance(group.gradual_unfreeze, ScheduleAmount) else None
+        if group is not None and group.is_frozen:
+            return None
+        if self.layer_decay_of(group) is None or not isinstance(self.gradual_unfreeze, ScheduleAmount):
+            return None
+        return self.gradual_unfreeze
+
+    @property
+    def has_group_schedules(self) -> bool:
+        """Whether any group starts later or has its own warm-up or shape (so the scheduler is per group)."""
+        return self.gradual_unfreeze is not None or any(group.schedule_keys for group in self.groups)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a plain dict that `parse_spec` reads back to an equal spec."""
@@ -400,6 +468,8 @@ class LayerwiseSpec:
             result["layer_decay"] = self.layer_decay
         if self.unmatched != "default":
             result["unmatched"] = self.unmatched
+        if isinstance(self.gradual_unfreeze, ScheduleAmount):
+            result["gradual_unfreeze"] = {"every": self.gradual_unfreeze.to_spec()}
         return result
 
 
@@ -452,6 +522,7 @@ def _spec_from_mapping(raw: Mapping[Any, Any]) -> LayerwiseSpec:
         groups=groups,
         layer_decay=raw.get("layer_decay"),
         unmatched=raw.get("unmatched", "default"),
+        gradual_unfreeze=raw.get("gradual_unfreeze"),
     )
 
 

@@ -271,12 +271,6 @@ def test_a_bad_spec_fails_when_the_trainer_is_built(make_args):
         LayerwiseTrainer(model=tiny_bert(), args=make_args(), param_groups=[{"name": "head", "match": "clasifier.*"}])
 
 
-def test_a_group_start_is_refused_before_any_step(make_args):
-    spec = [{"name": "head", "match": "classifier.*"}, {"name": "body", "match": "bert.*", "start": 10}]
-    with pytest.raises(SpecError, match=r"groups\[1\]\.start \(group 'body'\): per-group schedule keys"):
-        LayerwiseTrainer(model=tiny_bert(), args=make_args(), param_groups=spec)
-
-
 def trainable_names(model):
     return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
 

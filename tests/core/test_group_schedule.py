@@ -8,7 +8,7 @@ import pytest
 from helpers import tiny_bert
 
 from layerwise_trainer import GroupSpec, SpecError, parse_spec, resolve_groups
-from layerwise_trainer.core.group_schedule import ScheduleAmount
+from layerwise_trainer.core.group_schedule import GroupTiming, ScheduleAmount
 
 
 def group(**keys):
@@ -106,12 +106,21 @@ def test_bad_schedule_keys_name_the_group_and_key(keys, message):
     assert str(caught.value).startswith(message)
 
 
-@pytest.mark.parametrize("keys", [{"start": 10}, {"warmup": {"ratio": 0.1}}, {"schedule": "constant"}])
-def test_resolve_groups_refuses_keys_it_does_not_apply_yet(keys):
-    spec = [{"name": "head", "match": "classifier.*"}, {"name": "body", "match": "bert.*", **keys}]
-    with pytest.raises(SpecError) as caught:
-        resolve_groups(tiny_bert(), spec, learning_rate=1e-3, weight_decay=0.0)
-    key = next(iter(keys))
-    assert str(caught.value).startswith(
-        f"groups[1].{key} (group 'body'): per-group schedule keys ({key}) are not applied yet (issue 11)"
+def test_resolve_groups_puts_the_timing_on_the_groups_that_have_it():
+    spec = [
+        {"name": "head", "match": "classifier.*"},
+        {
+            "name": "body",
+            "match": "bert.*",
+            "start": {"epochs": 1},
+            "warmup": 5,
+            "schedule": "cosine",
+            "min_lr_ratio": 0.1,
+        },
+    ]
+    plan = resolve_groups(tiny_bert(), spec, learning_rate=1e-3, weight_decay=0.01)
+    timing = GroupTiming(
+        start=ScheduleAmount("epochs", 1.0), warmup=ScheduleAmount("steps", 5.0), shape="cosine", min_lr_ratio=0.1
     )
+    assert {group.name: group.timing for group in plan.trainable_groups} == {"head": None, "body": timing}
+    assert plan.has_group_schedules

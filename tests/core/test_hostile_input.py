@@ -268,5 +268,6 @@ def test_spec_keys_are_the_documented_ones():
         "warmup",
         "schedule",
         "min_lr_ratio",
+        "gradual_unfreeze",
     )
-    assert TOP_LEVEL_KEYS == ("groups", "layer_decay", "unmatched")
+    assert TOP_LEVEL_KEYS == ("groups", "layer_decay", "unmatched", "gradual_unfreeze")
