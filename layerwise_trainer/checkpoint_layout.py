@@ -127,9 +127,10 @@ def _group_differences(label: str, saved: dict[str, Any], current: dict[str, Any
         if saved[key] != current[key]:
             found.append(f"{label}: {key} {saved[key]!r} in the checkpoint, {current[key]!r} now")
     if saved.get("timing") != current.get("timing"):
+        trainers = "the Trainer's schedule"
         found.append(
-            f"{label}: start and schedule {saved.get('timing') or 'the Trainer’s'} in the checkpoint, "
-            f"{current.get('timing') or 'the Trainer’s'} now"
+            f"{label}: start and schedule {saved.get('timing') or trainers} in the checkpoint, "
+            f"{current.get('timing') or trainers} now"
         )
     saved_names, current_names = _names(saved["parameters"]), _names(current["parameters"])
     if saved_names != current_names:
