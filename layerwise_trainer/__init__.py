@@ -34,6 +34,7 @@ _EXPORTS = {
     "LayerwiseTrainerMixin": "trainer",
     "LayerwiseTrainingArguments": "training_args",
     "GroupLearningRateCallback": "callback",
+    "GroupDiagnosticsCallback": "diagnostics",
     "group_learning_rates": "callback",
     "build_param_groups": "optimizer_choice",
     "CheckpointLayoutError": "checkpoint_layout",
@@ -50,6 +51,8 @@ _EXPORTS = {
     "resolve_groups": "core.grouping",
     "GroupPlan": "core.grouping",
     "PlannedGroup": "core.grouping",
+    "GroupScheduler": "core.group_scheduler",
+    "GroupRateFactor": "core.group_scheduler",
     "detect_layers": "core.layer_ids",
     "LayerMap": "core.layer_ids",
     "render_table": "core.group_table",
@@ -64,6 +67,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_architecture.py keep
     from .app.lr_plot import plot_learning_rates
     from .callback import GroupLearningRateCallback, group_learning_rates
     from .checkpoint_layout import CheckpointLayoutError
+    from .core.group_scheduler import GroupRateFactor, GroupScheduler
     from .core.group_table import plan_to_data, render_table
     from .core.grouping import GroupPlan, PlannedGroup, resolve_groups
     from .core.layer_ids import LayerMap, detect_layers
@@ -77,6 +81,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_architecture.py keep
         LayerwiseSpec,
         parse_spec,
     )
+    from .diagnostics import GroupDiagnosticsCallback
     from .errors import SpecError
     from .optimizer_choice import build_param_groups
     from .trainer import LayerwiseTrainer, LayerwiseTrainerMixin

@@ -45,6 +45,17 @@ def _same(left: Any, right: Any) -> bool:
     return left is right or left == right
 
 
+def add_to_log_entry(state: TrainerState, logs: dict[str, Any], entry: Mapping[str, Any]) -> None:
+    """Add ``entry`` to a log entry a callback's ``on_log`` got, and to its copy in ``state.log_history``.
+
+    ``Trainer.log()`` appends a copy of ``logs`` to the history before it calls the callbacks.
+    """
+    history = state.log_history
+    if history and all(_same(history[-1].get(key, _MISSING), value) for key, value in logs.items()):
+        history[-1].update(entry)
+    logs.update(entry)
+
+
 def _initial_rates(param_groups: Iterable[Mapping[str, Any]]) -> tuple[float, ...]:
     """Each group's rate at factor 1: ``initial_lr`` where a step scheduler set it, else the rate now."""
     return tuple(_as_float(group.get("initial_lr", group["lr"])) for group in param_groups)
@@ -171,12 +182,7 @@ class GroupLearningRateCallback(TrainerCallback):
     ) -> None:
         if logs is None or LEARNING_RATE_KEY not in logs or self._rates is None:
             return
-        entry = self.log_entries()
-        history = state.log_history
-        # Trainer.log() has just appended a copy of `logs`: update that copy too.
-        if history and all(_same(history[-1].get(key, _MISSING), value) for key, value in logs.items()):
-            history[-1].update(entry)
-        logs.update(entry)
+        add_to_log_entry(state, logs, self.log_entries())
 
     def log_entries(self) -> dict[str, float]:
         """The keys this callback adds to a log entry, from the rates of the last optimizer step."""

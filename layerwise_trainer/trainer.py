@@ -25,6 +25,7 @@ from .core.group_schedule import TrainingLength
 from .core.grouping import GroupPlan
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
+from .diagnostics import GroupDiagnosticsCallback
 from .distributed import check_same_on_every_rank, is_distributed
 from .errors import SpecError
 from .freezing import freeze_for_training, give_back_frozen, remember_library_frozen
@@ -69,6 +70,8 @@ class LayerwiseTrainerMixin:
         group_plan: The groups the spec gives for the model (a `GroupPlan`), resolved when the trainer
             is built; after ``create_optimizer``, over the parameters the optimizer holds.
         group_lr_callback: The installed `GroupLearningRateCallback`.
+        group_diagnostics_callback: The installed `GroupDiagnosticsCallback`, when the arguments'
+            ``group_diagnostics`` is true.
 
     Raises:
         SpecError: A problem with the spec, found as early as the model allows, or a spec given
@@ -79,6 +82,7 @@ class LayerwiseTrainerMixin:
     param_groups_spec: LayerwiseSpec | None = None
     group_plan: GroupPlan | None = None
     group_lr_callback: GroupLearningRateCallback | None = None
+    group_diagnostics_callback: GroupDiagnosticsCallback | None = None
     _plan_inputs: PlanInputs | None = None
     _optimizer_layout: dict[str, Any] | None = None
     _steps_per_epoch: int | None = None
@@ -90,6 +94,9 @@ class LayerwiseTrainerMixin:
         self.param_groups_spec = None if source is None else parse_spec(source)
         self.group_plan = None
         self.group_lr_callback = None
+        self.group_diagnostics_callback = None
+        if getattr(trainer.args, "group_diagnostics", False):
+            self.group_diagnostics_callback = GroupDiagnosticsCallback.attach(trainer)
         if self.param_groups_spec is None:
             return
         self._check_no_prebuilt_optimizer_or_scheduler()

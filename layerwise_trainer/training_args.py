@@ -25,6 +25,9 @@ class LayerwiseTrainingArguments(TrainingArguments):
             too; `to_dict`, `to_json_string` and `to_sanitized_dict` (which the Trainer's logging
             integrations call) render them as plain data, and the arguments pickle with them (the
             Trainer saves ``training_args.bin`` at every checkpoint).
+        group_diagnostics: Log ``grad_norm/<group>``, ``update_ratio/<group>``, ``param_norm/<group>`` and
+            the per-group hyperparameters that differ or change, on logging steps (see the `diagnostics`
+            module). Off by default: then nothing is computed and the logs are as without it.
 
     Example:
         ```python
@@ -41,6 +44,16 @@ class LayerwiseTrainingArguments(TrainingArguments):
             "help": (
                 "Param-group spec for LayerwiseTrainer: a path to a .yaml/.yml/.json file, or a JSON string "
                 'such as \'[{"name": "head", "match": "classifier.*", "lr": 1e-3}]\'.'
+            )
+        },
+    )
+
+    group_diagnostics: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Log each param group's gradient norm, update ratio and weight norm (and the hyperparameters "
+                "that differ between groups) on logging steps."
             )
         },
     )

@@ -1,0 +1,254 @@
+"""Per-group training diagnostics on logging steps: gradient norm, update ratio, weight norm, hyperparameters.
+
+For every optimizer param group (by its ``name``; the decay and no-decay halves of a group together) a
+logging step gets:
+
+- ``grad_norm/<group>``: the L2 norm of the group's gradients as the optimizer sees them: after
+  accumulation, unscaled, and before clipping, so that the squares over the groups add up to the square
+  of the Trainer's ``grad_norm``;
+- ``update_ratio/<group>``: ||weights after the step - weights before|| / ||weights before||;
+- ``param_norm/<group>``: the L2 norm of the group's weights after the step;
+- ``<hyperparameter>/<group>`` for ``weight_decay``, ``momentum``, ``beta1`` and ``beta2`` when they
+  differ between groups or change during the run (``weight_decay`` is the group's decaying half's).
+
+A group whose parameters have no gradient (one that has not started) logs 0 for its gradient norm and
+update ratio; frozen groups are not in the optimizer and are left out.
+
+The Trainer computes its ``grad_norm`` (unscaling the gradients under loss scaling) and clips before
+``on_pre_optimizer_step``. The callback reads the gradients there; with clipping on, every gradient was
+multiplied by one factor, which the Trainer's pre-clip ``grad_norm`` gives back at ``on_log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
+
+from .callback import add_to_log_entry
+from .core.group_statistics import UpdateMeasurement, grouped_norms, parameters_with_gradients
+
+logger = logging.getLogger(__name__)
+
+GRAD_NORM_PREFIX = "grad_norm/"
+UPDATE_RATIO_PREFIX = "update_ratio/"
+PARAM_NORM_PREFIX = "param_norm/"
+_HYPERPARAMETERS = ("weight_decay", "momentum", "beta1", "beta2")
+
+
+def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
+    """The torch optimizer inside accelerate's ``AcceleratedOptimizer`` (itself an ``Optimizer``), or the optimizer."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+
+
+def _group_names(param_groups: list[dict[str, Any]]) -> list[str]:
+    return [str(group.get("name", f"group_{index}")) for index, group in enumerate(param_groups)]
+
+
+def _hyperparameters(group: dict[str, Any]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for key in ("weight_decay", "momentum"):
+        if isinstance(group.get(key), (int, float)):
+            values[key] = float(group[key])
+    betas = group.get("betas")
+    if isinstance(betas, (tuple, list)) and len(betas) == 2:
+        values["beta1"], values["beta2"] = float(betas[0]), float(betas[1])
+    return values
+
+
+def _combine(names: list[str], values: list[float]) -> dict[str, float]:
+    """Norms of the groups that share a name, combined: the square root of the sum of their squares."""
+    squares: dict[str, float] = {}
+    for name, value in zip(names, values, strict=True):
+        squares[name] = squares.get(name, 0.0) + value * value
+    return {name: math.sqrt(square) for name, square in squares.items()}
+
+
+class GroupDiagnosticsCallback(TrainerCallback):
+    """Adds ``grad_norm/``, ``update_ratio/``, ``param_norm/`` and changing hyperparameters per group to the logs.
+
+    Computed on logging steps only (with ``logging_strategy="epoch"``, on every step, as the last step of an
+    epoch is not known in advance). Installed by `LayerwiseTrainer` when
+    ``LayerwiseTrainingArguments.group_diagnostics`` is true; with a stock Trainer, install it with `attach`
+    so that the reporting integrations see its keys.
+
+    Memory: measuring an update copies the weights of one slice of at most 64 MiB at a time for the
+    optimizers of ``torch.optim`` (see `group_statistics`); any other optimizer copies every weight that has
+    a gradient on a logging step.
+
+    Example:
+        ```python
+        trainer = Trainer(model=model, args=args, train_dataset=data)
+        GroupDiagnosticsCallback.attach(trainer)
+        trainer.train()  # logs grad_norm/group_0, update_ratio/group_0, param_norm/group_0, ...
+        ```
+    """
+
+    def __init__(self) -> None:
+        self._measurement: UpdateMeasurement | None = None
+        self._step: int | None = None
+        self._grad_norms: list[float] = []
+        self._names: list[str] = []
+        self._entry: dict[str, float] = {}
+        self._first_hyperparameters: dict[str, dict[str, float]] = {}
+        self._logged_hyperparameters: set[str] = set()
+
+    @classmethod
+    def attach(cls, trainer: Any, callback: GroupDiagnosticsCallback | None = None) -> GroupDiagnosticsCallback:
+        """Install the callback ahead of the reporting integrations (after the learning-rate callback)."""
+        callback = callback or cls()
+        callbacks = trainer.callback_handler.callbacks
+        if callback in callbacks:
+            callbacks.remove(callback)
+        position = next(
+            (index for index, existing in enumerate(callbacks) if type(existing).__module__.startswith("transformers")),
+            len(callbacks),
+        )
+        callbacks.insert(position, callback)
+        return callback
+
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        optimizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if self._measurement is not None:
+            self._measurement.remove()
+            self._measurement = None
+        inner = _torch_optimizer(optimizer)
+        if inner is not None:
+            self._measurement = UpdateMeasurement(inner)
+            if not self._measurement.steps_in_slices:
+                logger.info(
+                    "update_ratio: %s is not a torch.optim optimizer, so a logging step copies every weight "
+                    "with a gradient (not one 64 MiB slice at a time)",
+                    type(inner).__name__,
+                )
+        self._first_hyperparameters = {}
+        self._logged_hyperparameters = set()
+        self._step = None
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self._measurement is not None:
+            self._measurement.remove()
+            self._measurement = None
+
+    @staticmethod
+    def _is_logging_step(args: TrainingArguments, state: TrainerState) -> bool:
+        step = state.global_step + 1  # the step about to be taken, as DefaultFlowCallback will count it
+        if step == 1 and args.logging_first_step:
+            return True
+        if args.logging_strategy == IntervalStrategy.STEPS:
+            return state.logging_steps > 0 and step % state.logging_steps == 0
+        return args.logging_strategy == IntervalStrategy.EPOCH
+
+    def on_pre_optimizer_step(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        optimizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self._step = None
+        inner = _torch_optimizer(optimizer)
+        if inner is None or not self._is_logging_step(args, state):
+            return
+        self._names = _group_names(inner.param_groups)
+        self._grad_norms = grouped_norms(
+            [[p.grad for p in params] for params in parameters_with_gradients(inner.param_groups)]
+        )
+        if self._measurement is not None:
+            self._measurement.arm()
+        self._step = state.global_step + 1
+
+    def on_optimizer_step(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        optimizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        inner = _torch_optimizer(optimizer)
+        if self._step is None or inner is None:
+            return
+        names = self._names
+        weights = grouped_norms([list(group["params"]) for group in inner.param_groups])
+        entry = {PARAM_NORM_PREFIX + name: value for name, value in _combine(names, weights).items()}
+        results = self._measurement.results if self._measurement is not None else None
+        if results is not None:
+            updates = _combine(names, [update for update, _ in results])
+            before = _combine(names, [weight for _, weight in results])
+            for name in updates:
+                entry[UPDATE_RATIO_PREFIX + name] = updates[name] / before[name] if before[name] > 0 else 0.0
+        entry.update(self._hyperparameter_entries(names, inner.param_groups))
+        self._entry = entry
+
+    def _hyperparameter_entries(self, names: list[str], param_groups: list[dict[str, Any]]) -> dict[str, float]:
+        """Hyperparameters that differ between groups or changed since the first logging step (kept once logged)."""
+        current: dict[str, dict[str, float]] = {}
+        for name, group in zip(names, param_groups, strict=True):
+            current.setdefault(name, _hyperparameters(group))  # a group's first (decaying) half
+        if not self._first_hyperparameters:
+            self._first_hyperparameters = current
+        for key in _HYPERPARAMETERS:
+            values = [values[key] for values in current.values() if key in values]
+            differ = len(set(values)) > 1
+            changed = any(
+                current[name].get(key) != self._first_hyperparameters.get(name, {}).get(key) for name in current
+            )
+            if differ or changed:
+                self._logged_hyperparameters.add(key)
+        return {
+            f"{key}/{name}": values[key]
+            for key in _HYPERPARAMETERS
+            if key in self._logged_hyperparameters
+            for name, values in current.items()
+            if key in values
+        }
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if logs is None or "learning_rate" not in logs or self._step != state.global_step:
+            return
+        entry = dict(self._entry)
+        grad_norms = _combine(self._names, self._grad_norms)
+        entry.update(
+            {
+                GRAD_NORM_PREFIX + name: value
+                for name, value in self._gradient_norms_before_clipping(args, logs, grad_norms).items()
+            }
+        )
+        add_to_log_entry(state, logs, entry)
+        self._step = None
+
+    @staticmethod
+    def _gradient_norms_before_clipping(
+        args: TrainingArguments, logs: dict[str, Any], grad_norms: dict[str, float]
+    ) -> dict[str, float]:
+        """The gradient norms read after clipping, scaled back by the one factor clipping multiplied them by."""
+        total = logs.get("grad_norm")
+        if args.max_grad_norm <= 0 or not isinstance(total, (int, float)) or not math.isfinite(total):
+            return grad_norms
+        clipped_total = math.sqrt(sum(value * value for value in grad_norms.values()))
+        if clipped_total == 0 or clipped_total >= total:
+            return grad_norms
+        return {name: value * total / clipped_total for name, value in grad_norms.items()}

@@ -1,0 +1,147 @@
+"""Per-group diagnostics: gradient norm, update ratio and weight norm per group, checked against p.grad by hand."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+
+import pytest
+import torch
+from helpers import RandomClassificationData, tiny_bert, training_args
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import HfArgumentParser, Trainer, TrainerCallback
+
+from layerwise_trainer import LayerwiseTrainer, LayerwiseTrainingArguments
+from layerwise_trainer.diagnostics import GroupDiagnosticsCallback
+
+SPEC = [
+    {"name": "head", "match": "classifier.*", "lr": 1e-2},
+    {"name": "embeddings", "match": "bert.embeddings.*", "freeze": True},
+    {"name": "body", "match": "bert.*", "lr": 1e-3},
+]
+
+
+class Probe(TrainerCallback):
+    """Records, on every step, each named group's gradients and weights before the step and weights after it."""
+
+    def __init__(self):
+        self.steps = {}
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self.steps[state.global_step + 1] = {
+            "grads": _by_name(optimizer, lambda p: None if p.grad is None else p.grad.detach().clone()),
+            "before": _by_name(optimizer, lambda p: p.detach().clone()),
+        }
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self.steps[state.global_step + 1]["after"] = _by_name(optimizer, lambda p: p.detach().clone())
+
+
+def _by_name(optimizer, read):
+    tensors = {}
+    for group in optimizer.param_groups:
+        tensors.setdefault(group["name"], []).extend(read(p) for p in group["params"])
+    return tensors
+
+
+def norm(tensors):
+    return math.sqrt(sum(float(t.double().square().sum()) for t in tensors if t is not None))
+
+
+def train(tmp_path, spec=SPEC, probe=None, **overrides):
+    settings = dict(max_steps=4, logging_steps=2, group_diagnostics=True, max_grad_norm=0.0, weight_decay=0.01)
+    settings.update(overrides)
+    args = training_args(tmp_path, arguments_class=LayerwiseTrainingArguments, **settings)
+    trainer = LayerwiseTrainer(
+        model=tiny_bert(), args=args, train_dataset=RandomClassificationData(), param_groups=spec,
+        callbacks=[probe] if probe else None,
+    )  # fmt: skip
+    trainer.train()
+    return trainer, [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_gradient_norms_and_update_ratios_equal_the_ones_computed_by_hand(tmp_path):
+    probe = Probe()
+    _, entries = train(tmp_path, probe=probe, gradient_accumulation_steps=2)
+    assert [entry["step"] for entry in entries] == [2, 4]
+    for entry in entries:
+        seen = probe.steps[entry["step"]]
+        for name in ("head", "body"):
+            update = [after - before for after, before in zip(seen["after"][name], seen["before"][name], strict=True)]
+            assert entry[f"grad_norm/{name}"] == pytest.approx(norm(seen["grads"][name]), rel=1e-6)
+            assert entry[f"update_ratio/{name}"] == pytest.approx(norm(update) / norm(seen["before"][name]), rel=1e-5)
+            assert entry[f"param_norm/{name}"] == pytest.approx(norm(seen["after"][name]), rel=1e-6)
+        assert entry["update_ratio/head"] > 0 and entry["update_ratio/body"] > 0
+
+
+def test_squares_of_group_gradient_norms_add_up_to_the_trainers_grad_norm(tmp_path):
+    _, entries = train(tmp_path)
+    for entry in entries:
+        squares = entry["grad_norm/head"] ** 2 + entry["grad_norm/body"] ** 2
+        assert math.sqrt(squares) == pytest.approx(entry["grad_norm"], rel=1e-6)
+
+
+def test_gradient_norms_are_taken_before_clipping(tmp_path):
+    unclipped = train(tmp_path / "off", logging_first_step=True, max_steps=1)[1][0]
+    clipped = train(tmp_path / "on", logging_first_step=True, max_steps=1, max_grad_norm=1e-3)[1][0]
+    assert clipped["grad_norm"] == unclipped["grad_norm"] > 1e-3
+    for name in ("head", "body"):
+        assert clipped[f"grad_norm/{name}"] == pytest.approx(unclipped[f"grad_norm/{name}"], rel=1e-6)
+
+
+def test_diagnostics_change_no_weight(tmp_path):
+    on, _ = train(tmp_path / "on")
+    off, entries = train(tmp_path / "off", group_diagnostics=False)
+    for (name, left), right in zip(on.model.named_parameters(), off.model.parameters(), strict=True):
+        assert torch.equal(left, right), name
+    assert not any(key.startswith(("grad_norm/", "update_ratio/", "param_norm/")) for key in entries[0])
+
+
+def test_frozen_groups_are_left_out_and_groups_not_started_log_zero(tmp_path):
+    spec = [SPEC[0], SPEC[1], {**SPEC[2], "start": 3}]
+    _, entries = train(tmp_path, spec=spec)
+    first, second = entries
+    assert (first["grad_norm/body"], first["update_ratio/body"]) == (0.0, 0.0)
+    assert first["param_norm/body"] > 0
+    assert second["grad_norm/body"] > 0 and second["update_ratio/body"] > 0
+    assert not any("embeddings" in key for key in first if key.split("/")[0] != "learning_rate")
+
+
+def test_hyperparameters_are_logged_when_they_differ_between_groups(tmp_path):
+    spec = [{**SPEC[0], "betas": [0.8, 0.99], "weight_decay": 0.0}, SPEC[2]]
+    _, entries = train(tmp_path, spec=spec)
+    assert {key: entries[0][key] for key in entries[0] if key.split("/")[0] in ("beta1", "beta2", "weight_decay")} == {
+        "beta1/head": 0.8, "beta1/body": 0.9, "beta2/head": 0.99, "beta2/body": 0.999,
+        "weight_decay/head": 0.0, "weight_decay/body": 0.01,
+    }  # fmt: skip
+    _, same = train(tmp_path / "same")
+    assert not any(key.split("/")[0] in ("beta1", "beta2", "weight_decay", "momentum") for key in same[0])
+
+
+def test_a_stock_trainer_gets_the_metrics_through_attach(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))
+    trainer = Trainer(
+        model=tiny_bert(),
+        args=training_args(tmp_path, max_steps=2, logging_steps=1, report_to=["tensorboard"], weight_decay=0.01),
+        train_dataset=RandomClassificationData(),
+    )
+    GroupDiagnosticsCallback.attach(trainer)
+    trainer.train()
+    entry = trainer.state.log_history[0]
+    assert math.hypot(entry["grad_norm/group_0"], entry["grad_norm/group_1"]) == pytest.approx(entry["grad_norm"])
+    (event_file,) = glob.glob(os.path.join(tmp_path / "tensorboard", "events.out.tfevents.*"))
+    events = EventAccumulator(event_file)
+    events.Reload()
+    assert {"train/grad_norm/group_0", "train/update_ratio/group_1", "train/param_norm/group_0"} <= set(
+        events.Tags()["scalars"]
+    )
+    assert [event.step for event in events.Scalars("train/update_ratio/group_0")] == [1, 2]
+
+
+def test_the_argument_parser_takes_group_diagnostics():
+    (args,) = HfArgumentParser(LayerwiseTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", "out", "--group_diagnostics", "true"]
+    )
+    assert args.group_diagnostics is True
+    assert LayerwiseTrainingArguments("out").group_diagnostics is False
