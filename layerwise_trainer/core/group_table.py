@@ -1,15 +1,24 @@
-"""What a plan does, for people and scripts: one row per logged group, and the plan as JSON data."""
+"""What a plan does, for people and scripts: one row per logged group, and the plan as JSON data.
+
+A plan whose groups start later or follow their own schedules gets two more columns, ``start`` and
+``schedule``, as the spec wrote them (the plan knows no run length, so epochs and fractions stay as given);
+a plan without them prints exactly as before, so tables and JSON that scripts read do not change.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import some_names
+from .group_schedule import GroupTiming
 from .grouping import GroupPlan
 from .spec import DEFAULT_GROUP_NAME, json_ready
 
 _SHOWN_NAMES = 8
+# How a trainable group without schedule keys shows: it starts with the run and follows the Trainer.
+_TRAINER_START = "0"
+_TRAINER_SCHEDULE = "trainer"
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,7 @@ class GroupRow:
         no_decay_tensors: Tensors without weight decay (biases, norms).
         frozen: Whether it is frozen.
         layer_id: Its layer id, for a sub-group of a layer-decayed group.
+        timing: Its start, warm-up and shape; None when it follows the Trainer's schedule.
     """
 
     name: str
@@ -35,6 +45,22 @@ class GroupRow:
     no_decay_tensors: int
     frozen: bool
     layer_id: int | None
+    timing: GroupTiming | None = None
+
+    @property
+    def start(self) -> str | None:
+        """When it starts, as the spec wrote it (``0``, ``{epochs: 1}`` as ``1 epoch``); None when frozen."""
+        if self.frozen:
+            return None
+        return _TRAINER_START if self.timing is None else self.timing.describe_start()
+
+    @property
+    def schedule(self) -> str | None:
+        """Its shape and warm-up (``cosine (floor 0.1), warm-up 50 steps``); ``trainer`` for the Trainer's own
+        schedule; None when frozen."""
+        if self.frozen:
+            return None
+        return _TRAINER_SCHEDULE if self.timing is None else self.timing.describe_schedule()
 
 
 def group_rows(plan: GroupPlan) -> list[GroupRow]:
@@ -53,6 +79,7 @@ def group_rows(plan: GroupPlan) -> list[GroupRow]:
                 no_decay_tensors=tensors if group.no_decay else 0,
                 frozen=group.frozen,
                 layer_id=group.layer_id,
+                timing=group.timing,
             )
         else:
             rows[group.name] = GroupRow(
@@ -64,16 +91,39 @@ def group_rows(plan: GroupPlan) -> list[GroupRow]:
                 no_decay_tensors=row.no_decay_tensors + (tensors if group.no_decay else 0),
                 frozen=row.frozen,
                 layer_id=row.layer_id,
+                timing=row.timing,
             )
     return list(rows.values())
 
 
+_HEADER = ("group", "tensors", "parameters", "lr", "weight decay", "no-decay tensors", "frozen", "layer")
+_TIMING_HEADER = ("start", "schedule")
+
+
 def render_table(plan: GroupPlan) -> str:
-    """The plan as an aligned text table, followed by the default group's and frozen parameters."""
-    header = ("group", "tensors", "parameters", "lr", "weight decay", "no-decay tensors", "frozen", "layer")
+    """The plan as an aligned text table, followed by the default group's and frozen parameters.
+
+    When a group starts later or has its own warm-up or shape, two more columns say when each group starts
+    and how its rate moves: ``0`` and ``trainer`` for a group that follows the Trainer's schedule, ``-`` for
+    a frozen one.
+
+    Args:
+        plan: The resolved plan.
+
+    Returns:
+        The table, lines joined by newlines, without a final newline.
+
+    Example:
+        ```python
+        print(render_table(resolve_groups(model, spec, learning_rate=2e-5, weight_decay=0.01)))
+        ```
+    """
+    timed = plan.has_group_schedules
+    header = (*_HEADER, *_TIMING_HEADER) if timed else _HEADER
+    left_aligned = {0, len(_HEADER), len(_HEADER) + 1}
     lines = [header]
     for row in group_rows(plan):
-        lines.append((
+        cells = (
             row.name,
             str(row.tensors),
             f"{row.parameters:,}",
@@ -82,12 +132,13 @@ def render_table(plan: GroupPlan) -> str:
             "-" if row.frozen else str(row.no_decay_tensors),
             "yes" if row.frozen else "no",
             "-" if row.layer_id is None else str(row.layer_id),
-        ))  # fmt: skip
+        )
+        lines.append((*cells, row.start or "-", row.schedule or "-") if timed else cells)
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     text = []
     for index, line in enumerate(lines):
         cells = [
-            cell.ljust(width) if column == 0 else cell.rjust(width)
+            cell.ljust(width) if column in left_aligned else cell.rjust(width)
             for column, (cell, width) in enumerate(zip(line, widths, strict=True))
         ]
         text.append("  ".join(cells).rstrip())
@@ -112,11 +163,35 @@ def default_parameter_names(plan: GroupPlan) -> list[str]:
     return [name for group in plan.groups if group.source == DEFAULT_GROUP_NAME for name in group.parameter_names]
 
 
+def _row_data(row: GroupRow, timed: bool) -> dict[str, Any]:
+    data = {field.name: getattr(row, field.name) for field in fields(row) if field.name != "timing"}
+    if timed:
+        data.update(start=row.start, schedule=row.schedule, timing=_timing_data(row.timing))
+    return data
+
+
+def _timing_data(timing: GroupTiming | None) -> dict[str, Any] | None:
+    return None if timing is None else timing.to_data()
+
+
 def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
-    """The plan as JSON-ready data: rows, every optimizer group with its parameter names, and leftovers."""
+    """The plan as JSON-ready data: rows, every optimizer group with its parameter names, and leftovers.
+
+    When a group starts later or has its own warm-up or shape, every row also has ``start`` and
+    ``schedule`` (as `render_table` shows them) and ``timing``, and every group ``timing``: the keys as the
+    spec gave them (``start``, ``warmup``, ``schedule``, ``min_lr_ratio``, and ``unfreeze_every`` with
+    ``unfreeze_rank`` under gradual unfreezing), or None for a group that follows the Trainer's schedule.
+
+    Args:
+        plan: The resolved plan.
+
+    Returns:
+        ``num_layers``, ``rows``, ``groups``, ``default_parameters`` and ``frozen_before_training``.
+    """
+    timed = plan.has_group_schedules
     return {
         "num_layers": plan.num_layers,
-        "rows": [asdict(row) for row in group_rows(plan)],
+        "rows": [_row_data(row, timed) for row in group_rows(plan)],
         "groups": [
             {
                 "name": group.name,
@@ -129,6 +204,7 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
                 "options": {key: json_ready(value) for key, value in group.options.items()},
                 "num_elements": group.num_elements,
                 "parameter_names": list(group.parameter_names),
+                **({"timing": _timing_data(group.timing)} if timed else {}),
             }
             for group in plan.groups
         ],
