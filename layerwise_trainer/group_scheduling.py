@@ -172,6 +172,19 @@ def _start_step(group: PlannedGroup, timing: GroupTiming, length: TrainingLength
     return start
 
 
+def _shape_of(timing: GroupTiming, args: TrainingArguments) -> str:
+    """The group's own shape, else the Trainer's.
+
+    The Trainer's ``constant`` has no warm-up (transformers ignores ``num_warmup_steps`` for it), so a group
+    with its own warm-up under it runs as ``constant`` with that warm-up, as ``constant_with_warmup`` would.
+    """
+    if timing.shape is not None:
+        return timing.shape
+    if timing.warmup is not None and _scheduler_name(args) == "constant":
+        return "constant"
+    return TRAINER_SHAPE
+
+
 def build_group_scheduler(
     optimizer: Optimizer,
     plan: GroupPlan,
@@ -195,7 +208,8 @@ def build_group_scheduler(
             group's training, or a start in epochs without an epoch length; each names the group and key.
     """
     total = length.total_steps
-    trainer_warmup = args.get_warmup_steps(total)
+    # transformers' `constant` ignores the warm-up, so under it the Trainer's warm-up is none.
+    trainer_warmup = 0 if _scheduler_name(args) == "constant" else args.get_warmup_steps(total)
     shapes: dict[tuple[int, int], StepFactor] = {}
 
     def shape_for(warmup: int, steps: int) -> StepFactor:
@@ -223,7 +237,7 @@ def build_group_scheduler(
                 f"{group.name} trains for {steps} optimizer steps from its start (step {start}), shorter than "
                 f"{source} of {warmup} steps; shorten the warm-up or start the group earlier",
             )
-        shape = timing.shape or TRAINER_SHAPE
+        shape = _shape_of(timing, args)
         factors.append(
             GroupRateFactor(
                 start=start,
@@ -231,7 +245,7 @@ def build_group_scheduler(
                 length=steps,
                 shape=shape,
                 min_lr_ratio=timing.min_lr_ratio or 0.0,
-                trainer_shape=shape_for(warmup, steps) if timing.shape is None else None,
+                trainer_shape=shape_for(warmup, steps) if shape == TRAINER_SHAPE else None,
             )
         )
         starts.append(start)
