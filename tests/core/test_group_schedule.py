@@ -8,7 +8,7 @@ import pytest
 from helpers import tiny_bert
 
 from layerwise_trainer import GroupSpec, SpecError, parse_spec, resolve_groups
-from layerwise_trainer.core.group_schedule import GroupTiming, ScheduleAmount
+from layerwise_trainer.core.group_schedule import GroupTiming, ScheduleAmount, TrainingLength
 
 
 def group(**keys):
@@ -124,3 +124,70 @@ def test_resolve_groups_puts_the_timing_on_the_groups_that_have_it():
     )
     assert {group.name: group.timing for group in plan.trainable_groups} == {"head": None, "body": timing}
     assert plan.has_group_schedules
+
+
+@pytest.mark.parametrize(
+    ("amount", "of_steps", "steps"),
+    [
+        (ScheduleAmount("steps", 7.0), None, 7),
+        (ScheduleAmount("epochs", 1.0), None, 4),
+        (ScheduleAmount("epochs", 1.5), None, 6),
+        (ScheduleAmount("epochs", 0.5), None, 2),
+        (ScheduleAmount("fraction", 0.5), None, 5),
+        (ScheduleAmount("fraction", 0.25), None, 3),  # 2.5 steps: halves round up
+        (ScheduleAmount("fraction", 0.05), None, 1),
+        (ScheduleAmount("ratio", 0.25), None, 3),  # ratios round up, as TrainingArguments.warmup_ratio
+        (ScheduleAmount("ratio", 0.25), 6, 2),  # a ratio of the group's own 6 steps
+    ],
+)
+def test_amounts_in_optimizer_steps(amount, of_steps, steps):
+    assert TrainingLength(total_steps=10, steps_per_epoch=4).steps(amount, of_steps=of_steps) == steps
+
+
+def test_epochs_without_an_epoch_length_have_no_steps():
+    with pytest.raises(ValueError, match="^epochs need a training set with a length$"):
+        TrainingLength(total_steps=10).steps(ScheduleAmount("epochs", 1.0))
+
+
+@pytest.mark.parametrize(
+    ("timing", "step", "described"),
+    [
+        (GroupTiming(), 0, "0"),
+        (GroupTiming(start=ScheduleAmount("epochs", 1.0)), 4, "1 epoch"),
+        (GroupTiming(unfreeze_every=ScheduleAmount("steps", 2.0), unfreeze_rank=0), 0, "0"),
+        (GroupTiming(unfreeze_every=ScheduleAmount("steps", 2.0), unfreeze_rank=3), 6, "3 x 2 steps"),
+        (
+            GroupTiming(
+                start=ScheduleAmount("steps", 2.0), unfreeze_every=ScheduleAmount("epochs", 1.0), unfreeze_rank=3
+            ),
+            14,
+            "2 steps + 3 x 1 epoch",
+        ),
+        (GroupTiming(unfreeze_every=ScheduleAmount("fraction", 0.1), unfreeze_rank=2), 2, "2 x fraction 0.1"),
+    ],
+)
+def test_a_sub_group_starts_its_rank_times_the_interval_after_the_groups_start(timing, step, described):
+    assert timing.start_step(TrainingLength(total_steps=10, steps_per_epoch=4)) == step
+    assert timing.describe_start() == described
+
+
+def test_timing_as_plain_data_and_words():
+    timing = GroupTiming(
+        start=ScheduleAmount("steps", 2.0),
+        unfreeze_every=ScheduleAmount("epochs", 1.0),
+        unfreeze_rank=3,
+        warmup=ScheduleAmount("ratio", 0.1),
+        shape="cosine",
+        min_lr_ratio=0.1,
+    )
+    assert timing.to_data() == {
+        "start": 2,
+        "unfreeze_every": {"epochs": 1.0},
+        "unfreeze_rank": 3,
+        "warmup": {"ratio": 0.1},
+        "schedule": "cosine",
+        "min_lr_ratio": 0.1,
+    }
+    assert timing.describe_schedule() == "cosine (floor 0.1), warm-up ratio 0.1"
+    assert GroupTiming().describe_schedule() == "trainer, warm-up trainer's"
+    assert GroupTiming().to_data() == {}
