@@ -30,7 +30,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_utils import IntervalStrategy
 
 from .callback import add_to_log_entry
-from .core.group_statistics import UpdateMeasurement, grouped_norms, parameters_with_gradients
+from .core.group_statistics import UpdateMeasurement, grouped_norms, parameters_with_gradients, summed_over_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,15 @@ def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
     while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
         optimizer = optimizer.optimizer
     return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+
+
+def _has_flat_shards(model: Any) -> bool:
+    """Whether the model is wrapped in FSDP1, whose parameters are views of this rank's shard only."""
+    if model is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return False
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return any(isinstance(module, FullyShardedDataParallel) for module in model.modules())
 
 
 def _group_names(param_groups: list[dict[str, Any]]) -> list[str]:
@@ -98,6 +107,8 @@ class GroupDiagnosticsCallback(TrainerCallback):
         self._entry: dict[str, float] = {}
         self._first_hyperparameters: dict[str, dict[str, float]] = {}
         self._logged_hyperparameters: set[str] = set()
+        self._flat_shards = False
+        self._device: torch.device | str = "cpu"
 
     @classmethod
     def attach(cls, trainer: Any, callback: GroupDiagnosticsCallback | None = None) -> GroupDiagnosticsCallback:
@@ -166,7 +177,7 @@ class GroupDiagnosticsCallback(TrainerCallback):
         if inner is None or not self._is_logging_step(args, state):
             return
         self._names = _group_names(inner.param_groups)
-        self._grad_norms = grouped_norms(
+        self._grad_norms = self._norms(
             [[p.grad for p in params] for params in parameters_with_gradients(inner.param_groups)]
         )
         if self._measurement is not None:
@@ -185,16 +196,23 @@ class GroupDiagnosticsCallback(TrainerCallback):
         if self._step is None or inner is None:
             return
         names = self._names
-        weights = grouped_norms([list(group["params"]) for group in inner.param_groups])
+        weights = self._norms([list(group["params"]) for group in inner.param_groups])
         entry = {PARAM_NORM_PREFIX + name: value for name, value in _combine(names, weights).items()}
         results = self._measurement.results if self._measurement is not None else None
         if results is not None:
-            updates = _combine(names, [update for update, _ in results])
-            before = _combine(names, [weight for _, weight in results])
+            updates = _combine(names, self._across_ranks([update for update, _ in results]))
+            before = _combine(names, self._across_ranks([weight for _, weight in results]))
             for name in updates:
                 entry[UPDATE_RATIO_PREFIX + name] = updates[name] / before[name] if before[name] > 0 else 0.0
         entry.update(self._hyperparameter_entries(names, inner.param_groups))
         self._entry = entry
+
+    def _norms(self, groups: list[list[Any]]) -> list[float]:
+        return self._across_ranks(grouped_norms(groups))
+
+    def _across_ranks(self, norms: list[float]) -> list[float]:
+        """FSDP1 shards: every rank's squares summed (FSDP2's DTensors are reduced when their norms are taken)."""
+        return summed_over_ranks(norms, self._device) if self._flat_shards else norms
 
     def _hyperparameter_entries(self, names: list[str], param_groups: list[dict[str, Any]]) -> dict[str, float]:
         """Hyperparameters that differ between groups or changed since the first logging step (kept once logged)."""

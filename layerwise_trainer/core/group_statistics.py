@@ -70,6 +70,18 @@ def grouped_norms(groups: Sequence[Sequence[Tensor]]) -> list[float]:
     return [float(value) for value in values]
 
 
+def summed_over_ranks(norms: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
+    """Norms of tensors sharded over the ranks (FSDP1's flat shards): the square root of the ranks' summed squares.
+
+    Args:
+        norms: This rank's norms of its shards.
+        device: Where the collective runs (the parameters' device: CUDA for NCCL).
+    """
+    squares = torch.tensor([value * value for value in norms], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(squares)
+    return [float(value) for value in squares.sqrt().tolist()]
+
+
 def parameters_with_gradients(param_groups: Iterable[dict[str, Any]]) -> list[list[Tensor]]:
     """Each param group's parameters that have a gradient (the ones its step will change)."""
     return [[p for p in group["params"] if p.grad is not None] for group in param_groups]
