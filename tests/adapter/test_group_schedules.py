@@ -116,12 +116,15 @@ class BodyProbe(TrainerCallback):
 
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory):
-    """A run whose body starts at 4 with a warm-up of 2, watched by a `BodyProbe`."""
+    """A run whose body starts at 4 with a warm-up of 2, watched by a `BodyProbe` (weight decay on: it too
+    must leave a not-started group alone)."""
     model = tiny_bert()
     probe = BodyProbe(model)
     trainer = LayerwiseTrainer(
         model=model,
-        args=training_args(tmp_path_factory.mktemp("probed"), max_steps=STEPS, learning_rate=LEARNING_RATE),
+        args=training_args(
+            tmp_path_factory.mktemp("probed"), max_steps=STEPS, learning_rate=LEARNING_RATE, weight_decay=0.01
+        ),
         train_dataset=RandomClassificationData(32),
         param_groups=[HEAD, body(start=4, warmup=2)],
         callbacks=[probe],
@@ -430,6 +433,16 @@ class Unsized(torch.utils.data.IterableDataset):
             "groups[1].gradual_unfreeze (group 'body'): body/layer_0 would start at step 11 (2 steps + 3 x 3 steps)",
         ),
     ],
+    ids=[
+        "start-at-the-end",
+        "start-in-epochs",
+        "own-warmup",
+        "trainers-warmup",
+        "unfreeze",
+        "top-level-unfreeze",
+        "default-group-unfreeze",
+        "start-and-unfreeze",
+    ],
 )
 def test_a_start_or_warmup_that_does_not_fit_the_run_is_refused_before_any_step(spec, overrides, message, make_args):
     with pytest.raises(SpecError) as caught:
@@ -446,6 +459,7 @@ def test_a_start_or_warmup_that_does_not_fit_the_run_is_refused_before_any_step(
             "groups[1].gradual_unfreeze (group 'body'): epochs need a training set with a length (this one has none)",
         ),
     ],
+    ids=["start", "gradual_unfreeze"],
 )
 def test_epochs_without_an_epoch_length_are_refused(key, message, make_args):
     keys = (
@@ -475,6 +489,7 @@ def test_epochs_without_an_epoch_length_are_refused(key, message, make_args):
             "groups[1].warmup (group 'body'): a group with freeze: true never trains, so it cannot have a schedule",
         ),
     ],
+    ids=["unfreeze-without-layer-decay", "top-level-unfreeze-without-layer-decay", "freeze"],
 )
 def test_contradicting_keys_are_refused_when_the_trainer_is_built(spec, message, make_args):
     with pytest.raises(SpecError) as caught:
