@@ -215,11 +215,19 @@ def check_resume_layout(checkpoint: str | os.PathLike[str], current: dict[str, A
     if saved.get("hash") == current["hash"]:
         return True
     differences = layout_differences(saved, current)
+    if differences and all(": start and schedule " in difference for difference in differences):
+        reason = (
+            "the groups' starts or schedules differ from the ones the spec gives now, so the rates after "
+            "resuming would not continue the run that was saved"
+        )
+    else:
+        reason = (
+            "its param groups differ from the ones the spec gives now, and torch would load optimizer state "
+            "by position into the wrong parameters (and restore the old hyperparameters)"
+        )
     raise CheckpointLayoutError(
-        f"cannot resume from {checkpoint}: its param groups differ from the ones the spec gives now, and "
-        "torch would load optimizer state by position into the wrong parameters (and restore the old "
-        "hyperparameters):\n  - " + "\n  - ".join(differences) + "\nResume with the spec the checkpoint was "
-        "saved with, or start a new run from its weights (without resume_from_checkpoint)."
+        f"cannot resume from {checkpoint}: {reason}:\n  - " + "\n  - ".join(differences) + "\nResume with the "
+        "spec the checkpoint was saved with, or start a new run from its weights (without resume_from_checkpoint)."
     )
 
 

@@ -231,10 +231,11 @@ def build_group_scheduler(
         warmup = trainer_warmup if timing.warmup is None else length.steps(timing.warmup, of_steps=steps)
         if warmup > steps:
             source = "the Trainer's warm-up" if timing.warmup is None else "its warm-up"
+            trains = f"{steps} optimizer step" + ("s" if steps != 1 else "")
             raise locator.error(
                 group,
                 "warmup",
-                f"{group.name} trains for {steps} optimizer steps from its start (step {start}), shorter than "
+                f"{group.name} trains for {trains} from its start (step {start}), shorter than "
                 f"{source} of {warmup} steps; shorten the warm-up or start the group earlier",
             )
         shape = _shape_of(timing, args)

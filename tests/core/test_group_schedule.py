@@ -1,4 +1,4 @@
-"""Per-group schedule keys: parsed at the boundary, refused by resolve_groups until they are applied."""
+"""Per-group schedule keys: parsed at the boundary into ScheduleAmount and GroupTiming, and turned into steps."""
 
 from __future__ import annotations
 
