@@ -10,7 +10,7 @@ import pytest
 from layerwise_trainer import parse_spec, resolve_groups
 from layerwise_trainer.app.run_config import load_run_config
 
-EXAMPLES = ["offline_default.yaml", "ja_sentiment_hub.yaml", "llrd_bert.yaml", "lora_plus.yaml"]
+EXAMPLES = ["offline_default.yaml", "ja_sentiment_hub.yaml", "llrd_bert.yaml", "lora_plus.yaml", "ulmfit.yaml"]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
