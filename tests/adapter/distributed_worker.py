@@ -5,6 +5,8 @@
 3. The same spec on models wrapped by FSDP2 (fully_shard) and FSDP1 (use_orig_params=True) by hand:
    the Trainer enables FSDP only on accelerators, but the names and parameters it hands to
    create_optimizer are these.
+4. Groups that start later, under DDP, and the refusals of later starts where they cannot work
+   (distributed_staged_worker.py).
 
 Each rank writes what it saw to <output_dir>/rank<N>.json for tests/adapter/test_distributed.py to compare.
 """
@@ -21,6 +23,7 @@ import torch.distributed as dist
 # helpers.py sits in tests/, one level up; torchrun puts only this file's own directory on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from distributed_staged_worker import run_staged_scenarios
 from helpers import RandomClassificationData, tiny_bert, training_args
 
 from layerwise_trainer import LayerwiseTrainer, SpecError, resolve_groups
@@ -130,6 +133,7 @@ def main(output_dir: Path) -> None:
     result["diverging_spec_error"] = diverging_spec_error(output_dir, rank)
     result["fsdp2"] = train_with_fsdp(2)
     result["fsdp1"] = train_with_fsdp(1)
+    result["staged"] = run_staged_scenarios(output_dir, rank, result["world_size"])
     (output_dir / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
     # Leave together and tear the process group down: left to interpreter exit, gloo's threads can abort a
     # rank ("terminate called without an active exception", exit -6) after all its work is done.
