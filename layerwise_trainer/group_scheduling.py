@@ -58,6 +58,15 @@ def starts_later(spec: LayerwiseSpec) -> bool:
     return False
 
 
+def _is_sharded(model: nn.Module | None) -> bool:
+    """Whether the model was wrapped in FSDP (``fully_shard`` or ``FullyShardedDataParallel``) before the Trainer."""
+    if model is None or not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    return any(isinstance(module, (FSDPModule, FullyShardedDataParallel)) for module in model.modules())
+
+
 def _ddp_finds_unused_parameters(args: TrainingArguments, model: nn.Module | None) -> bool:
     """What the Trainer passes DDP as ``find_unused_parameters`` (its ``_build_accelerator_args`` rule)."""
     if args.ddp_find_unused_parameters is not None:
@@ -93,8 +102,9 @@ def check_group_schedules_supported(spec: LayerwiseSpec, trainer: Any) -> None:
     if not starts_later(spec):
         return
     where = _first_schedule_key(spec, starts_only=True)
+    sharded_by_hand = _is_sharded(trainer.model)
     for enabled, name in (("is_fsdp_enabled", "FSDP"), ("is_deepspeed_enabled", "DeepSpeed")):
-        if getattr(trainer, enabled, False):
+        if getattr(trainer, enabled, False) or (name == "FSDP" and sharded_by_hand):
             raise _located(
                 f"a group that starts later is not supported under {name}: {name} fixes which parameters get "
                 "gradients when it wraps the model, and a group's start turns them on during the run; train with "

@@ -11,6 +11,9 @@ step ``s`` (1-based) the rate that optimizer step ``s - 1`` used.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -514,3 +517,36 @@ def test_metric_driven_schedulers_are_refused_when_the_trainer_is_built(schedule
         f"{where}: lr_scheduler_type={schedule!r} changes rates from an evaluation metric, so a group's rate "
         "cannot follow its own start and schedule"
     )
+
+
+SHARDED_BY_HAND = """
+import os, sys
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1")
+dist.init_process_group("gloo")
+from helpers import RandomClassificationData, tiny_bert, training_args
+from layerwise_trainer import LayerwiseTrainer, SpecError
+model = tiny_bert()
+fully_shard(model)
+try:
+    LayerwiseTrainer(model=model, args=training_args(sys.argv[2]), train_dataset=RandomClassificationData(),
+                     param_groups=[{"name": "body", "match": "bert.*", "start": 2}])
+except SpecError as error:
+    print(error)
+dist.destroy_process_group()
+"""
+
+
+def test_a_later_start_on_a_model_sharded_by_hand_is_refused(tmp_path, repo_root):
+    port = str(29500 + os.getpid() % 1000)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root / "tests"), str(repo_root)])}
+    completed = subprocess.run(
+        [sys.executable, "-c", SHARDED_BY_HAND, port, str(tmp_path)], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert completed.stdout.strip() == (
+        "groups[0].start (group 'body'): a group that starts later is not supported under FSDP: FSDP fixes which "
+        "parameters get gradients when it wraps the model, and a group's start turns them on during the run; train "
+        "with DDP (or one device), or freeze the group and train it in a second run"
+    ), completed.stderr[-3000:]
