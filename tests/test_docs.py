@@ -411,3 +411,11 @@ def test_no_page_installs_the_package_from_an_index(path):
 def test_every_test_file_a_page_names_exists(path):
     named = set(re.findall(r"tests/[\w/]*test_\w+\.py", (REPO / path).read_text(encoding="utf-8")))
     assert sorted(name for name in named if not (REPO / name).is_file()) == []
+
+
+def test_every_test_the_reliability_page_names_exists():
+    page = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(?:[\w/]+\.py::)?(test_\w+)(?:\[[^\]]*\])?`", page))
+    sources = "".join(path.read_text(encoding="utf-8") for path in (REPO / "tests").rglob("*.py"))
+    assert len(named) > 50
+    assert sorted(name for name in named if f"def {name}(" not in sources) == []
