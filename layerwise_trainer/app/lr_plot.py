@@ -42,20 +42,22 @@ def group_starts_in_log(log_history: Sequence[Mapping[str, Any]]) -> dict[str, i
     """
     training = _training_entries(log_history)
     keys = _group_keys(training)
-    starts = {}
-    for key in keys:
-        waited_alone, last_zero = False, None
-        for entry in training:
-            rate = entry.get(key)
-            if rate is None:
-                continue
-            if rate > 0:
-                if waited_alone and last_zero is not None:
-                    starts[key[len(GROUP_KEY_PREFIX) :]] = int(last_zero)
-                break
-            last_zero = entry["step"]
-            waited_alone = waited_alone or any(entry.get(other, 0) > 0 for other in keys if other != key)
-    return starts
+    waited = {key[len(GROUP_KEY_PREFIX) :]: _waited_alone_until(training, key, keys) for key in keys}
+    return {name: step for name, step in waited.items() if step is not None}
+
+
+def _waited_alone_until(training: Sequence[Mapping[str, Any]], key: str, keys: Sequence[str]) -> int | None:
+    """The last logged step at 0 before ``key`` first rose, if another group was above 0 meanwhile."""
+    waited_alone, last_zero = False, None
+    for entry in training:
+        rate = entry.get(key)
+        if rate is None:
+            continue
+        if rate > 0:
+            return int(last_zero) if waited_alone and last_zero is not None else None
+        last_zero = entry["step"]
+        waited_alone = waited_alone or any(entry.get(other, 0) > 0 for other in keys if other != key)
+    return None
 
 
 def learning_rate_figure(
