@@ -8,7 +8,7 @@ import sys
 
 from .common import Settings, environment, render_markdown, write_results
 
-BENCHMARKS = ("group_building", "throughput", "frozen_body", "optimizer_step", "logging_cost")
+BENCHMARKS = ("group_building", "throughput", "frozen_body", "optimizer_step", "logging_cost", "staged_start")
 
 
 def main(argv: list[str] | None = None) -> int:
