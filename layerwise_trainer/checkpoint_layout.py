@@ -195,6 +195,18 @@ def layout_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return found
 
 
+def _comparable(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    if saved.get("version", 1) == 1:  # the hash covered the groups alone, and no optimizer was recorded
+        return {**current, "hash": _digest(current["groups"]), "optimizer": None}
+    return current
+
+
+def layout_matches(checkpoint: str | os.PathLike[str], current: dict[str, Any]) -> bool:
+    """Whether ``checkpoint`` carries a layout equal to ``current`` (False when it carries none)."""
+    saved = load_layout(checkpoint)
+    return saved is not None and saved.get("hash") == _comparable(saved, current)["hash"]
+
+
 def check_resume_layout(checkpoint: str | os.PathLike[str], current: dict[str, Any]) -> bool:
     """Compare the layout saved in ``checkpoint`` with the current one.
 
@@ -210,8 +222,7 @@ def check_resume_layout(checkpoint: str | os.PathLike[str], current: dict[str, A
     saved = load_layout(checkpoint)
     if saved is None:
         return False
-    if saved.get("version", 1) == 1:  # the hash covered the groups alone, and no optimizer was recorded
-        current = {**current, "hash": _digest(current["groups"]), "optimizer": None}
+    current = _comparable(saved, current)
     if saved.get("hash") == current["hash"]:
         return True
     differences = layout_differences(saved, current)
@@ -227,7 +238,8 @@ def check_resume_layout(checkpoint: str | os.PathLike[str], current: dict[str, A
         )
     raise CheckpointLayoutError(
         f"cannot resume from {checkpoint}: {reason}:\n  - " + "\n  - ".join(differences) + "\nResume with the "
-        "spec the checkpoint was saved with, or start a new run from its weights (without resume_from_checkpoint)."
+        "spec the checkpoint was saved with, or start a new run from its weights (without resume_from_checkpoint), "
+        "or set resume_with_changed_groups=True to carry the optimizer state over by parameter name."
     )
 
 
@@ -313,5 +325,6 @@ def check_saved_optimizer(
         f"cannot resume from {checkpoint}: {problem}. Torch restores optimizer state by position, so it "
         "cannot go into these groups. Resume with the spec and optim the checkpoint was saved with (for a "
         "checkpoint of the stock Trainer: no spec), or start a new run from its weights (without "
-        "resume_from_checkpoint)."
+        "resume_from_checkpoint), or set resume_with_changed_groups=True to carry the optimizer state over by "
+        "parameter name."
     )

@@ -16,6 +16,7 @@ from .checkpoint_layout import (
     LAYOUT_FILE,
     check_resume_layout,
     check_saved_optimizer,
+    layout_matches,
     optimizer_layout,
     plan_layout,
     save_layout,
@@ -31,6 +32,7 @@ from .errors import SpecError
 from .freezing import freeze_for_training, give_back_frozen, remember_library_frozen
 from .group_scheduling import build_group_scheduler, check_group_schedules_supported, staged_parameters
 from .optimizer_choice import PlanInputs, plan_inputs_for_arguments
+from .optimizer_state_transfer import StateTransfer, resume_with_transfer
 from .plan_mapping import map_plan
 from .scheduling import proportional_scheduler
 
@@ -72,6 +74,8 @@ class LayerwiseTrainerMixin:
         group_lr_callback: The installed `GroupLearningRateCallback`.
         group_diagnostics_callback: The installed `GroupDiagnosticsCallback`, when the arguments'
             ``group_diagnostics`` is true.
+        resume_transfer: After a resume with ``resume_with_changed_groups`` from a checkpoint saved with
+            other groups: the `StateTransfer` that carried the optimizer state by name; else None.
 
     Raises:
         SpecError: A problem with the spec, found as early as the model allows, or a spec given
@@ -86,6 +90,7 @@ class LayerwiseTrainerMixin:
     _plan_inputs: PlanInputs | None = None
     _optimizer_layout: dict[str, Any] | None = None
     _steps_per_epoch: int | None = None
+    resume_transfer: StateTransfer | None = None
 
     def __init__(self, *args: Any, param_groups: SpecSource | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -241,12 +246,19 @@ class LayerwiseTrainerMixin:
 
         Torch's ``load_state_dict`` replaces every group's keys with the saved group's: the names and the
         spec's other hyperparameters are put back after it.
+
+        With ``args.resume_with_changed_groups`` and a checkpoint saved with other groups (or by the stock
+        Trainer), the state is carried by parameter name instead (see the `optimizer_state_transfer`
+        module); `resume_transfer` then says what was carried, started fresh and dropped.
         """
         if checkpoint is None or self.group_plan is None:
             super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
             return
         trainer: Trainer = self  # type: ignore[assignment]
         current = plan_layout(self.group_plan, self._optimizer_layout)
+        if getattr(trainer.args, "resume_with_changed_groups", False) and not layout_matches(checkpoint, current):
+            self.resume_transfer = resume_with_transfer(trainer, checkpoint, self.group_plan, current, trainer.model)
+            return
         has_layout = check_resume_layout(checkpoint, current)
         if not has_layout:
             logger.warning(

@@ -28,6 +28,9 @@ class LayerwiseTrainingArguments(TrainingArguments):
         group_diagnostics: Log ``grad_norm/<group>``, ``update_ratio/<group>``, ``param_norm/<group>`` and
             the per-group hyperparameters that differ or change, on logging steps (see the `diagnostics`
             module). Off by default: then nothing is computed and the logs are as without it.
+        resume_with_changed_groups: Resume from a checkpoint whose param groups differ from the spec's (or
+            one saved by the stock Trainer) by carrying every parameter's optimizer state over by name (see
+            the `optimizer_state_transfer` module). Off by default: such a resume is refused.
 
     Example:
         ```python
@@ -54,6 +57,18 @@ class LayerwiseTrainingArguments(TrainingArguments):
             "help": (
                 "Log each param group's gradient norm, update ratio and weight norm (and the hyperparameters "
                 "that differ between groups) on logging steps."
+            )
+        },
+    )
+
+    resume_with_changed_groups: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "When resuming from a checkpoint saved with other param groups (or by the stock Trainer), carry "
+                "each parameter's optimizer state over by name instead of refusing; hyperparameters come from "
+                "the spec, and a report of what was carried, started fresh and dropped is written to "
+                "resume_transfer.md."
             )
         },
     )
