@@ -14,6 +14,11 @@ logging step gets:
 A group whose parameters have no gradient (one that has not started) logs 0 for its gradient norm and
 update ratio; frozen groups are not in the optimizer and are left out.
 
+Under DDP every rank holds the same gradients and weights and computes the same numbers. Under FSDP the
+norms are of the whole tensors on every rank: FSDP2's DTensor norms are reduced over their mesh, FSDP1's
+flat-shard views summed over their process group. FSDP1 with some trained parameters sharded and others
+whole (a ``NO_SHARD`` unit or an ignored module beside sharded ones) is refused when training begins.
+
 The Trainer computes its ``grad_norm`` (unscaling the gradients under loss scaling) and clips before
 ``on_pre_optimizer_step``. The callback reads the gradients there; with clipping on, every gradient was
 multiplied by one factor, which the Trainer's pre-clip ``grad_norm`` gives back at ``on_log``.
@@ -47,13 +52,46 @@ def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
     return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
 
 
-def _has_flat_shards(model: Any) -> bool:
-    """Whether the model is wrapped in FSDP1, whose parameters are views of this rank's shard only."""
-    if model is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return False
+def _fsdp1_shards(model: Any) -> dict[int, tuple[Any, torch.device]]:
+    """``id(parameter) -> (process group, device)`` for every parameter that FSDP1 shards in ``model``."""
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    return any(isinstance(module, FullyShardedDataParallel) for module in model.modules())
+    sharded: dict[int, tuple[Any, torch.device]] = {}
+    for module in FullyShardedDataParallel.fsdp_modules(model):
+        handle = module._handle
+        if handle is not None and handle.uses_sharded_strategy:
+            flat = handle.flat_param
+            for parameter in flat._params if handle._use_orig_params else [flat]:
+                sharded[id(parameter)] = (module.process_group, module.compute_device)
+    return sharded
+
+
+def _flat_shard_reduction(model: Any, param_groups: list[dict[str, Any]]) -> tuple[Any, torch.device] | None:
+    """Where FSDP1 shards the optimizer's parameters: ``(process group, device)`` to sum the ranks' squares over.
+
+    FSDP1 hands the optimizer views of this rank's part of each flat parameter (a view may be empty), so a
+    norm is made whole by summing the squares over the ranks that share the flat parameter: its process
+    group, the ranks of one node under ``HYBRID_SHARD``. Parameters it does not shard (``NO_SHARD``, ignored
+    modules) are whole on every rank. None where no parameter is FSDP1-sharded (DDP, FSDP2's DTensors).
+
+    Raises:
+        ValueError: Some of the optimizer's parameters are sharded and others whole, or they are sharded over
+            several process groups: a group's norm would add shards to whole tensors.
+    """
+    if model is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return None
+    sharded = _fsdp1_shards(model)
+    trained = [parameter for group in param_groups for parameter in group["params"]]
+    reductions = {sharded[id(p)][0]: sharded[id(p)] for p in trained if id(p) in sharded}
+    whole = sum(id(p) not in sharded for p in trained)
+    if reductions and (whole or len(reductions) > 1):
+        raise ValueError(
+            "group diagnostics under FSDP1 need the optimizer's parameters sharded alike, over one process "
+            f"group: {len(trained) - whole} are sharded over {len(reductions)} process group(s) and {whole} are "
+            "whole on every rank (a NO_SHARD unit or an ignored module beside sharded ones), so a group's norm "
+            "would add shards to whole tensors; wrap every module alike or turn group_diagnostics off"
+        )
+    return next(iter(reductions.values()), None)
 
 
 def _group_names(param_groups: list[dict[str, Any]]) -> list[str]:
@@ -91,6 +129,10 @@ class GroupDiagnosticsCallback(TrainerCallback):
     optimizers of ``torch.optim`` (see `group_statistics`); any other optimizer copies every weight that has
     a gradient on a logging step.
 
+    Raises:
+        ValueError: At ``on_train_begin``, under FSDP1 with some trained parameters sharded and others whole
+            on every rank, or sharded over several process groups.
+
     Example:
         ```python
         trainer = Trainer(model=model, args=args, train_dataset=data)
@@ -107,8 +149,7 @@ class GroupDiagnosticsCallback(TrainerCallback):
         self._entry: dict[str, float] = {}
         self._first_hyperparameters: dict[str, dict[str, float]] = {}
         self._logged_hyperparameters: set[str] = set()
-        self._flat_shards = False
-        self._device: torch.device | str = "cpu"
+        self._shard_reduction: tuple[Any, torch.device] | None = None
 
     @classmethod
     def attach(cls, trainer: Any, callback: GroupDiagnosticsCallback | None = None) -> GroupDiagnosticsCallback:
@@ -130,12 +171,14 @@ class GroupDiagnosticsCallback(TrainerCallback):
         state: TrainerState,
         control: TrainerControl,
         optimizer: Any = None,
+        model: Any = None,
         **kwargs: Any,
     ) -> None:
         if self._measurement is not None:
             self._measurement.remove()
             self._measurement = None
         inner = _torch_optimizer(optimizer)
+        self._shard_reduction = _flat_shard_reduction(model, inner.param_groups) if inner is not None else None
         if inner is not None:
             self._measurement = UpdateMeasurement(inner)
             if not self._measurement.steps_in_slices:
@@ -212,7 +255,10 @@ class GroupDiagnosticsCallback(TrainerCallback):
 
     def _across_ranks(self, norms: list[float]) -> list[float]:
         """FSDP1 shards: every rank's squares summed (FSDP2's DTensors are reduced when their norms are taken)."""
-        return summed_over_ranks(norms, self._device) if self._flat_shards else norms
+        if self._shard_reduction is None:
+            return norms
+        process_group, device = self._shard_reduction
+        return summed_over_ranks(norms, device, process_group)
 
     def _hyperparameter_entries(self, names: list[str], param_groups: list[dict[str, Any]]) -> dict[str, float]:
         """Hyperparameters that differ between groups or changed since the first logging step (kept once logged)."""

@@ -1,7 +1,9 @@
 """Per-group norms for training diagnostics: gradients, weights and the size of one optimizer step.
 
 Norms are taken with one batched ``torch._foreach_norm`` per device and dtype and read back with one
-host synchronisation, only on the steps that are logged.
+host synchronisation, only on the steps that are logged. The norms of sharded DTensors (FSDP2) are made
+whole with one collective per device mesh and placement, not one per tensor; FSDP1's flat shards are
+plain tensors, whose norms the caller sums over the ranks with `summed_over_ranks`.
 
 The size of an update needs the weights from before the step. A copy of every trainable weight would
 double the model's memory (14 GB more for a 7B model in bf16), so `UpdateMeasurement` runs the
@@ -28,10 +30,22 @@ MAX_SLICE_BYTES = 64 * 2**20
 _NOT_SLICEABLE = ("LBFGS",)
 
 
-def _local(tensor: Tensor) -> Tensor:
-    """A sharded (DTensor) norm made whole: the local shard norms are reduced across ranks."""
-    full_tensor = getattr(tensor, "full_tensor", None)
-    return full_tensor() if callable(full_tensor) else tensor
+def _made_whole(norms: Sequence[Tensor]) -> list[Tensor]:
+    """Norms of sharded tensors (DTensors) made whole, with one reduction per device mesh and placement.
+
+    The norm of a DTensor is itself a DTensor that each rank holds a part of; stacked, the parts stay parts,
+    so one ``full_tensor()`` reduces every norm of a mesh at once instead of one collective per tensor.
+    """
+    whole = list(norms)
+    by_layout: dict[tuple[Any, Any], list[int]] = {}
+    for index, norm in enumerate(norms):
+        if callable(getattr(norm, "full_tensor", None)):
+            by_layout.setdefault((norm.device_mesh, norm.placements), []).append(index)  # type: ignore[attr-defined]
+    for indices in by_layout.values():
+        stacked = torch.stack([norms[i] for i in indices]).full_tensor()  # type: ignore[attr-defined]
+        for index, norm in zip(indices, stacked.unbind(), strict=True):
+            whole[index] = norm
+    return whole
 
 
 def tensor_norms(tensors: Sequence[Tensor]) -> list[Tensor]:
@@ -41,8 +55,8 @@ def tensor_norms(tensors: Sequence[Tensor]) -> list[Tensor]:
         by_kind.setdefault((tensor.device, tensor.dtype), []).append(index)
     norms: list[Tensor | None] = [None] * len(tensors)
     for indices in by_kind.values():
-        for index, norm in zip(indices, torch._foreach_norm([tensors[i] for i in indices]), strict=True):
-            norms[index] = _local(norm).float()
+        for index, norm in zip(indices, _made_whole(torch._foreach_norm([tensors[i] for i in indices])), strict=True):
+            norms[index] = norm.float()
     return norms  # type: ignore[return-value]
 
 
@@ -70,15 +84,18 @@ def grouped_norms(groups: Sequence[Sequence[Tensor]]) -> list[float]:
     return [float(value) for value in values]
 
 
-def summed_over_ranks(norms: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
+def summed_over_ranks(
+    norms: Sequence[float], device: torch.device | str = "cpu", process_group: Any = None
+) -> list[float]:
     """Norms of tensors sharded over the ranks (FSDP1's flat shards): the square root of the ranks' summed squares.
 
     Args:
         norms: This rank's norms of its shards.
         device: Where the collective runs (the parameters' device: CUDA for NCCL).
+        process_group: The ranks the tensors are sharded over (None: all of them).
     """
     squares = torch.tensor([value * value for value in norms], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(squares)
+    torch.distributed.all_reduce(squares, group=process_group)
     return [float(value) for value in squares.sqrt().tolist()]
 
 
