@@ -244,6 +244,15 @@ def run_training(config: RunConfig) -> RunResult:
     )
 
 
+def _group_starts(trainer: Any) -> dict[str, int] | None:
+    """Each later-starting group's first step, from the per-group scheduler, for exact marks in the picture."""
+    starts = getattr(trainer.lr_scheduler, "group_starts", None)
+    if starts is None or trainer.optimizer is None:
+        return None
+    names = [group.get("name", f"group_{index}") for index, group in enumerate(trainer.optimizer.param_groups)]
+    return {name: start for name, start in zip(names, starts, strict=True) if start > 0}
+
+
 def _write_outputs(output_dir: Path, config: RunConfig, spec, trainer, metrics: dict[str, Any]) -> dict[str, Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     files = {
@@ -262,5 +271,5 @@ def _write_outputs(output_dir: Path, config: RunConfig, spec, trainer, metrics: 
         files["groups"].write_text(render_table(trainer.group_plan) + "\n", encoding="utf-8")
         files["groups_json"].write_text(json.dumps(plan_to_data(trainer.group_plan), indent=2) + "\n", encoding="utf-8")
     title = f"{config.source}: learning rate per group"
-    plot_learning_rates(trainer.state.log_history, files["learning_rates"], title=title)
+    plot_learning_rates(trainer.state.log_history, files["learning_rates"], title=title, starts=_group_starts(trainer))
     return files

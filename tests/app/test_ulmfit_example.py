@@ -82,3 +82,17 @@ def test_the_example_trains_the_head_alone_then_the_body_from_the_top(example, t
     # The top block: 5e-4 x 0.8, reached after a warm-up of ceil(0.1 x 10) = 1 step from its start at step 2.
     assert rates["body/layer_2"][3] == 5e-4 * 0.8
     assert (output_dir / "learning_rates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_picture_gets_each_later_groups_exact_start_from_the_scheduler():
+    from types import SimpleNamespace
+
+    from layerwise_trainer.app.pipeline import _group_starts
+
+    names = ["head", "head", "body/layer_2", "body/layer_2", "body/layer_1"]
+    trainer = SimpleNamespace(
+        lr_scheduler=SimpleNamespace(group_starts=(0, 0, 2, 2, 3)),
+        optimizer=SimpleNamespace(param_groups=[{"name": name} for name in names]),
+    )
+    assert _group_starts(trainer) == {"body/layer_2": 2, "body/layer_1": 3}
+    assert _group_starts(SimpleNamespace(lr_scheduler=object(), optimizer=trainer.optimizer)) is None
