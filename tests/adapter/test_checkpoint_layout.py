@@ -267,7 +267,8 @@ def test_a_version_1_layout_with_another_optimizer_is_refused(first_run, make_ar
         "'nesterov', which the saved groups lack; the saved groups have 'amsgrad', 'betas', 'capturable' and 2 "
         "more, which SGD does not take. Torch restores optimizer state by position, so it cannot go into these "
         "groups. Resume with the spec and optim the checkpoint was saved with (for a checkpoint of the stock "
-        "Trainer: no spec), or start a new run from its weights (without resume_from_checkpoint)."
+        "Trainer: no spec), or start a new run from its weights (without resume_from_checkpoint), or set "
+        "resume_with_changed_groups=True to carry the optimizer state over by parameter name."
     )
 
 
