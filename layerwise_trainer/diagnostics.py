@@ -26,6 +26,7 @@ multiplied by one factor, which the Trainer's pre-clip ``grad_norm`` gives back 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any
@@ -92,6 +93,16 @@ def _flat_shard_reduction(model: Any, param_groups: list[dict[str, Any]]) -> tup
             "would add shards to whole tensors; wrap every module alike or turn group_diagnostics off"
         )
     return next(iter(reductions.values()), None)
+
+
+def _unscale(optimizer: Any, inner: torch.optim.Optimizer) -> None:
+    """Unscale fp16 gradients now if the Trainer has not (its grad-norm step does); the scaler then skips it."""
+    scaler = getattr(optimizer, "scaler", None)
+    if scaler is None or not scaler.is_enabled():
+        return
+    # RuntimeError: "unscale_() has already been called on this optimizer since the last update()".
+    with contextlib.suppress(RuntimeError):
+        scaler.unscale_(inner)
 
 
 def _group_names(param_groups: list[dict[str, Any]]) -> list[str]:
@@ -219,6 +230,7 @@ class GroupDiagnosticsCallback(TrainerCallback):
         inner = _torch_optimizer(optimizer)
         if inner is None or not self._is_logging_step(args, state):
             return
+        _unscale(optimizer, inner)
         self._names = _group_names(inner.param_groups)
         self._grad_norms = self._norms(
             [[p.grad for p in params] for params in parameters_with_gradients(inner.param_groups)]

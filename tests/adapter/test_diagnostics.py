@@ -145,3 +145,21 @@ def test_the_argument_parser_takes_group_diagnostics():
     )
     assert args.group_diagnostics is True
     assert LayerwiseTrainingArguments("out").group_diagnostics is False
+
+
+def test_fp16_gradients_are_unscaled_once_before_they_are_read():
+    from types import SimpleNamespace
+
+    from layerwise_trainer.diagnostics import _unscale
+
+    parameter = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    scaler.scale(parameter.sum()).backward()
+    assert parameter.grad.tolist() == [4.0, 4.0, 4.0]
+    wrapped = SimpleNamespace(scaler=scaler, optimizer=optimizer)
+    _unscale(wrapped, optimizer)
+    _unscale(wrapped, optimizer)  # the Trainer's grad-norm step may have unscaled already: no second division
+    assert parameter.grad.tolist() == [1.0, 1.0, 1.0]
+    scaler.step(optimizer)
+    assert parameter.detach().tolist() == pytest.approx([0.9, 0.9, 0.9])
