@@ -25,12 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer
 
 from .checkpoint_layout import (
     OPTIMIZER_FILE,
     CheckpointLayoutError,
     _hyperparameter_difference,
+    layout_matches,
     load_layout,
+    optimizer_layout,
+    plan_layout,
 )
 from .core.group_scheduler import GroupScheduler
 from .core.grouping import GroupPlan
@@ -286,3 +290,50 @@ def resume_with_transfer(
     if args.should_save:
         write_report(transfer, checkpoint, args.output_dir)
     return transfer
+
+
+def preview_transfer(
+    checkpoint: str | os.PathLike[str], plan: GroupPlan, model: nn.Module, args: Any
+) -> StateTransfer | None:
+    """What resuming from ``checkpoint`` with ``plan`` would carry, start fresh and drop, without training.
+
+    Args:
+        checkpoint: The checkpoint directory.
+        plan: The plan the spec gives (its model may be on the meta device).
+        model: The model (for the optimizer choice and the stock Trainer's decay rule).
+        args: The training arguments the optimizer is chosen from (``optim``, ``learning_rate``, ...).
+
+    Returns:
+        The transfer (its state dict is not loaded anywhere), or None when the checkpoint was saved with
+        these very groups and the resume is exact.
+
+    Raises:
+        CheckpointLayoutError: The checkpoint has no optimizer state, or it cannot be carried by name.
+    """
+    from .optimizer_choice import plan_inputs_for_arguments
+
+    inputs = plan_inputs_for_arguments(args, model)
+    optimizer_part = None
+    defaults: dict[str, Any] = {}
+    if inputs.optimizer_cls is not None:
+        optimizer_part = optimizer_layout(inputs.optimizer_cls, inputs.optimizer_kwargs)
+        stand_in = torch.zeros(1, requires_grad=True)
+        defaults = dict(inputs.optimizer_cls([stand_in], **inputs.optimizer_kwargs).defaults)
+    layout = plan_layout(plan, optimizer_part)
+    if layout_matches(checkpoint, layout):
+        return None
+    if not (Path(checkpoint) / OPTIMIZER_FILE).is_file():
+        raise CheckpointLayoutError(f"cannot resume from {checkpoint}: it has no {OPTIMIZER_FILE}")
+    param_groups, index = [], 0
+    for group in plan.optimizer_param_groups():
+        count = len(group["params"])
+        param_groups.append({**defaults, **group, "params": list(range(index, index + count))})
+        index += count
+    saved_state = load_saved_state(checkpoint, OPTIMIZER_FILE)
+    decay_names = stock_decay_names(model)
+    return plan_transfer(checkpoint, saved_state, layout, param_groups, plan, decay_names)
+
+
+def stock_decay_names(model: nn.Module) -> list[str]:
+    """The parameters the stock Trainer decays: ``Trainer.get_decay_parameter_names``."""
+    return Trainer.get_decay_parameter_names(None, model)  # type: ignore[arg-type]  # it never reads self

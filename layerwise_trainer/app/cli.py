@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the head to build the model with; auto: the config's architectures (default; "
         "sequence-classification for a run config)",
     )
+    plan.add_argument(
+        "--resume-from",
+        metavar="CHECKPOINT",
+        help="also show what resuming from this checkpoint with the spec would do to the optimizer state "
+        "(training.resume_with_changed_groups): per group, parameters carried, started fresh and dropped",
+    )
     plan.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     return parser
 
@@ -239,11 +245,34 @@ def _plan(arguments: argparse.Namespace) -> int:
         if getattr(settings, name) is not None
     }
     plan = plan_for_model(settings.model, settings.spec, **options)
+    transfer = _resume_preview(arguments.resume_from, plan, settings) if arguments.resume_from else None
     if arguments.format == "json":
-        print(json.dumps(plan_to_data(plan), indent=2))
-    else:
-        print(render_table(plan))
+        data = plan_to_data(plan)
+        if arguments.resume_from:
+            data["resume_transfer"] = None if transfer is None else transfer.to_data()
+        print(json.dumps(data, indent=2))
+        return 0
+    print(render_table(plan))
+    if arguments.resume_from:
+        from ..optimizer_state_transfer import report_text
+
+        exact = f"\nresuming from {arguments.resume_from}: its param groups are the spec's, the resume is exact"
+        print(exact if transfer is None else "\n" + report_text(transfer, arguments.resume_from).rstrip())
     return 0
+
+
+def _resume_preview(checkpoint: str, plan: Any, settings: Any) -> Any:
+    """What a resume from ``checkpoint`` would carry, start fresh and drop (None: an exact resume)."""
+    from transformers import TrainingArguments
+
+    from ..optimizer_state_transfer import preview_transfer
+    from .meta_model import meta_model
+
+    model = meta_model(settings.model, settings.num_labels, settings.task or "auto", settings.peft)
+    values = {name: getattr(settings, name) for name in ("learning_rate", "weight_decay", "optim")}
+    given = {name: value for name, value in values.items() if value is not None}
+    args = TrainingArguments(output_dir="unused", report_to=[], use_cpu=True, **given)
+    return preview_transfer(checkpoint, plan, model, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
