@@ -1,0 +1,92 @@
+"""`plan --resume-from`: what a resume across a change of groups would carry, without training (issue 13)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import RandomClassificationData, tiny_bert, training_args
+
+from layerwise_trainer import LayerwiseTrainer
+from layerwise_trainer.app.cli import main
+from layerwise_trainer.app.run_config import ConfigError, check_training
+
+SPEC = [
+    {"name": "embeddings", "match": "bert.embeddings.*", "freeze": True},
+    {"name": "encoder", "match": "bert.encoder.*", "lr": 1e-3},
+    {"name": "head", "match": ["classifier.*", "bert.pooler.*"], "lr": 3e-3},
+]
+# The embeddings unfrozen, the pooler moved to its own group, the encoder's rate changed.
+CHANGED = [
+    {"name": "embeddings", "match": "bert.embeddings.*", "lr": 1e-4},
+    {"name": "encoder", "match": "bert.encoder.*", "lr": 2e-3},
+    {"name": "pooler", "match": "bert.pooler.*", "lr": 3e-3},
+    {"name": "classifier", "match": "classifier.*", "lr": 3e-3},
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("saved")
+    args = training_args(root, save_strategy="steps", save_steps=2, max_steps=2, weight_decay=0.01)
+    LayerwiseTrainer(model=tiny_bert(), args=args, train_dataset=RandomClassificationData(), param_groups=SPEC).train()
+    return root / "checkpoint-2"
+
+
+def plan(checkpoint, spec, capsys, *extra):
+    argv = ["plan", "--model", str(checkpoint), "--spec", json.dumps(spec), "--weight-decay", "0.01"]
+    status = main([*argv, "--resume-from", str(checkpoint), *extra])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_plan_shows_what_a_resume_would_carry_start_fresh_and_drop(checkpoint, capsys):
+    status, out, _ = plan(checkpoint, CHANGED, capsys)
+    assert status == 0
+    assert out.splitlines()[-12:] == [
+        f"Optimizer state carried by parameter name from {checkpoint}:",
+        "",
+        "| group | carried | fresh | dropped | changed hyperparameters |",
+        "| --- | ---: | ---: | ---: | --- |",
+        "| embeddings | 0 | 3 | 0 | - |",
+        "| embeddings (no-decay half) | 0 | 2 | 0 | - |",
+        "| encoder | 12 | 0 | 0 | lr 0.001 -> 0.002 |",
+        "| encoder (no-decay half) | 20 | 0 | 0 | lr 0.001 -> 0.002 |",
+        "| pooler | 1 | 0 | 0 | - |",
+        "| pooler (no-decay half) | 1 | 0 | 0 | - |",
+        "| classifier | 1 | 0 | 0 | - |",
+        "| classifier (no-decay half) | 1 | 0 | 0 | - |",
+    ]
+
+
+def test_plan_with_the_saved_spec_says_the_resume_is_exact(checkpoint, capsys):
+    status, out, _ = plan(checkpoint, SPEC, capsys)
+    assert status == 0
+    assert out.splitlines()[-1] == f"resuming from {checkpoint}: its param groups are the spec's, the resume is exact"
+
+
+def test_plan_as_json_has_the_transfer(checkpoint, capsys):
+    status, out, _ = plan(checkpoint, CHANGED, capsys, "--format", "json")
+    assert status == 0
+    rows = json.loads(out)["resume_transfer"]
+    assert rows[2]["group"] == "encoder" and rows[2]["changes"] == ["lr 0.001 -> 0.002"]
+    assert rows[6] == {
+        "group": "classifier", "carried": ["classifier.weight"], "fresh": [], "reshaped": [], "dropped": [],
+        "changes": [],
+    }  # fmt: skip
+
+
+def test_plan_with_a_resume_that_would_be_refused_exits_2_with_the_message(checkpoint, capsys):
+    status, out, err = plan(checkpoint, CHANGED, capsys, "--optim", "sgd")
+    assert status == 2 and out == ""
+    assert err == (
+        f"layerwise-trainer plan: error: cannot resume from {checkpoint} with resume_with_changed_groups: it was "
+        "saved with torch.optim.adamw.AdamW and the optimizer now is torch.optim.sgd.SGD: their states hold "
+        "other tensors\n"
+    )
+
+
+def test_the_run_config_takes_the_switch():
+    check_training({"resume_with_changed_groups": True})
+    with pytest.raises(ConfigError, match="training.resume_with_changed_groups: expected true or false, got 'yes'"):
+        check_training({"resume_with_changed_groups": "yes"})
