@@ -483,6 +483,24 @@ class _GroupBuilder:
         )
 
 
+def _never_decayed(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -> set[str]:
+    """The names the spec's top-level ``no_weight_decay`` patterns match (any alias of a tensor)."""
+    if not spec.no_weight_decay:
+        return set()
+    patterns = [compile_pattern(text) for text in spec.no_weight_decay]
+    matched: set[str] = set()
+    for index, pattern in enumerate(patterns):
+        hits = [tensor for tensor in tensors if FirstMatch([pattern]).index(tensor.aliases) is not None]
+        if not hits:
+            text = spec.no_weight_decay[index]
+            hint = did_you_mean(text, _name_shapes(alias for tensor in tensors for alias in tensor.aliases))
+            raise SpecError(
+                f"pattern {text!r} matches no parameter of {model_label}{hint}", path=("no_weight_decay", f"[{index}]")
+            )
+        matched.update(tensor.name for tensor in hits)
+    return matched
+
+
 @gc_paused()
 def resolve_groups(
     model: nn.Module,
@@ -531,9 +549,8 @@ def resolve_groups(
         decay_parameter_names = decay_names_in(modules)
     elif unwrapped is not model:
         decay_parameter_names = [_without_data_parallel_prefix(name) for name in decay_parameter_names]
-    builder = _GroupBuilder(
-        {user_facing_name(name) for name in decay_parameter_names}, [tensor.name for tensor in tensors]
-    )
+    decayed = {user_facing_name(name) for name in decay_parameter_names} - _never_decayed(spec, tensors, model_label)
+    builder = _GroupBuilder(decayed, [tensor.name for tensor in tensors])
 
     planned: list[PlannedGroup] = []
     for index, group in enumerate(spec.groups):

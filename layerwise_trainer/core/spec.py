@@ -48,7 +48,7 @@ GROUP_KEYS = (
     *SCHEDULE_KEYS,
     "gradual_unfreeze",
 )
-TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched", "gradual_unfreeze")
+TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched", "gradual_unfreeze", "no_weight_decay")
 UNMATCHED_POLICIES = ("default", "error")
 # Keys that torch or the LR scheduler set on a param group themselves.
 RESERVED_OPTION_KEYS = ("params", "initial_lr")
@@ -116,16 +116,16 @@ def _positive_int(value: Any, key: str, maximum: int) -> int:
     return int(number)
 
 
-def _patterns(value: Any) -> tuple[str, ...]:
+def _patterns(value: Any, key: str = "match") -> tuple[str, ...]:
     expected = "a glob or 're:' regex string, or a non-empty list of them"
     if isinstance(value, str):
         items: Sequence[Any] = [value]
-        paths = [("match",)]
+        paths = [(key,)]
     elif isinstance(value, (list, tuple)) and value:
         items = value
-        paths = [("match", f"[{index}]") for index in range(len(value))]
+        paths = [(key, f"[{index}]") for index in range(len(value))]
     else:
-        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=("match",))
+        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=(key,))
     _check_pattern_counts(len(items), _count_wildcards(items))
     for item, path in zip(items, paths, strict=True):
         if not isinstance(item, str) or not item.strip():
@@ -365,6 +365,8 @@ class LayerwiseSpec:
         gradual_unfreeze: ``{every: K}``: every group with layer decay (the ``default`` group included)
             starts its layer sub-groups one after another from the top down, K apart; a group's own
             ``gradual_unfreeze`` overrides it.
+        no_weight_decay: Patterns (as in ``match``) of parameters that never get weight decay, added to
+            the Trainer's rule (biases and norms): embeddings, position embeddings, ``cls_token``.
 
     Example:
         ```python
@@ -379,6 +381,7 @@ class LayerwiseSpec:
     layer_decay: float | None = None
     unmatched: Literal["default", "error"] = "default"
     gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | None = None
+    no_weight_decay: str | Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.groups, (str, bytes, Mapping)) or not isinstance(self.groups, Sequence):
@@ -417,6 +420,12 @@ class LayerwiseSpec:
                 path=("unmatched",),
             )
         self._normalise_gradual_unfreeze()
+        if self.no_weight_decay is None or (
+            isinstance(self.no_weight_decay, (list, tuple)) and not self.no_weight_decay
+        ):
+            object.__setattr__(self, "no_weight_decay", ())
+        else:
+            object.__setattr__(self, "no_weight_decay", _patterns(self.no_weight_decay, "no_weight_decay"))
 
     def _normalise_gradual_unfreeze(self) -> None:
         every = self.gradual_unfreeze
@@ -470,6 +479,8 @@ class LayerwiseSpec:
             result["unmatched"] = self.unmatched
         if isinstance(self.gradual_unfreeze, ScheduleAmount):
             result["gradual_unfreeze"] = {"every": self.gradual_unfreeze.to_spec()}
+        if self.no_weight_decay:
+            result["no_weight_decay"] = list(self.no_weight_decay)
         return result
 
 
@@ -523,6 +534,7 @@ def _spec_from_mapping(raw: Mapping[Any, Any]) -> LayerwiseSpec:
         layer_decay=raw.get("layer_decay"),
         unmatched=raw.get("unmatched", "default"),
         gradual_unfreeze=raw.get("gradual_unfreeze"),
+        no_weight_decay=raw.get("no_weight_decay", ()),
     )
 
 

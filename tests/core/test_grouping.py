@@ -338,3 +338,35 @@ def test_flattened_fsdp_parameters_are_refused():
     outer._fsdp_wrapped_module = wrapped
     with pytest.raises(SpecError, match="flattened FSDP parameter; a spec needs the original parameters"):
         resolve(outer, [{"name": "head", "match": "*"}])
+
+
+def test_no_weight_decay_patterns_join_the_no_decay_half_of_every_group():
+    spec = {
+        "no_weight_decay": ["*.embeddings.*_embeddings.weight", "re:classifier\\.weight"],
+        "groups": [{"name": "head", "match": "classifier.*"}],
+    }
+    plan = resolve_groups(tiny_bert(), spec, learning_rate=1e-3, weight_decay=0.01)
+    halves = {(group.name, group.no_decay): (group.weight_decay, group.parameter_names) for group in plan.groups}
+    assert halves[("head", True)] == (0.0, ("classifier.weight", "classifier.bias"))
+    assert ("head", False) not in halves
+    default_no_decay = halves[("default", True)][1]
+    assert default_no_decay[:3] == (
+        "bert.embeddings.word_embeddings.weight",
+        "bert.embeddings.position_embeddings.weight",
+        "bert.embeddings.token_type_embeddings.weight",
+    )
+    assert not any("_embeddings." in name for name in halves[("default", False)][1])
+    assert parse_spec(spec).to_dict()["no_weight_decay"] == spec["no_weight_decay"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("cls_tokn", "no_weight_decay[0]: pattern 'cls_tokn' matches no parameter of BertForSequenceClassification"),
+        ([1], "no_weight_decay[0]: expected a glob or 're:' regex string, or a non-empty list of them, got 1 (int)"),
+    ],
+)
+def test_bad_no_weight_decay_patterns_are_named(value, message):
+    with pytest.raises(SpecError) as caught:
+        resolve_groups(tiny_bert(), {"no_weight_decay": value}, learning_rate=1e-3, weight_decay=0.01)
+    assert str(caught.value).startswith(message)

@@ -270,4 +270,4 @@ def test_spec_keys_are_the_documented_ones():
         "min_lr_ratio",
         "gradual_unfreeze",
     )
-    assert TOP_LEVEL_KEYS == ("groups", "layer_decay", "unmatched", "gradual_unfreeze")
+    assert TOP_LEVEL_KEYS == ("groups", "layer_decay", "unmatched", "gradual_unfreeze", "no_weight_decay")
