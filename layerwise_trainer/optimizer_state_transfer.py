@@ -9,12 +9,14 @@ schedule continues from the saved step with the new rates; the global step and t
 ``trainer_state.json`` as in any resume. What happened to each group is logged and written next to the
 run's outputs (``resume_transfer.md`` and ``.json``).
 
-FSDP and DeepSpeed save sharded or flattened optimizer state that names no parameter: a transfer there
-is refused.
+Under DDP every rank reads the same files and maps them the same way; the ranks' transfers are compared
+(as the layout hashes are when the optimizer is built). FSDP and DeepSpeed save sharded or flattened
+optimizer state that names no parameter: a transfer there is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ from .checkpoint_layout import (
 from .core.group_scheduler import GroupScheduler
 from .core.grouping import GroupPlan
 from .core.optimizer_state_transfer import NOT_PER_PARAMETER, StateTransfer, StateTransferError, transfer_state
+from .distributed import check_same_on_every_rank
 from .scheduling import _FollowsBaseRate
 
 logger = logging.getLogger(__name__)
@@ -283,6 +286,10 @@ def resume_with_transfer(
     param_groups = trainer.optimizer.state_dict()["param_groups"]
     transfer = plan_transfer(checkpoint, saved_state, current_layout, param_groups, plan,
                              trainer.get_decay_parameter_names(model))  # fmt: skip
+    # Every rank reads the same files and maps them the same way; a rank that did not (another checkpoint
+    # or model on its disk) would train diverging replicas, so the transfer is compared across ranks.
+    digest = hashlib.sha256(json.dumps(transfer.to_data(), sort_keys=True).encode("utf-8")).hexdigest()
+    check_same_on_every_rank(digest, "the optimizer state transfers")
     trainer.optimizer.load_state_dict(transfer.state_dict)
     if (Path(checkpoint) / SCHEDULER_FILE).is_file():
         continue_schedule(trainer.lr_scheduler, load_saved_state(checkpoint, SCHEDULER_FILE), checkpoint)

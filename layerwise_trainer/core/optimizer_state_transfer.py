@@ -155,13 +155,20 @@ def saved_state_by_name(
         name, shape = shapes[index]
         _check_per_parameter(entry, name, optimizer_label)
         for key, value in entry.items():
-            if isinstance(value, torch.Tensor) and value.numel() == _numel(shape) and list(value.shape) != shape:
+            if _misshapen(value, shape):
                 raise StateTransferError(
                     f"the saved state {key!r} of {name!r} has shape {list(value.shape)}, its layout says the "
                     f"parameter has shape {shape}"
                 )
         by_name[name] = entry
     return by_name
+
+
+def _misshapen(value: Any, shape: list[int]) -> bool:
+    """A tensor with its parameter's number of elements but another shape (a scalar ``step`` is not one)."""
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return False
+    return value.numel() == _numel(shape) and list(value.shape) != shape
 
 
 def _numel(shape: Sequence[int]) -> int:

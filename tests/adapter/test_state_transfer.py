@@ -19,6 +19,7 @@ from layerwise_trainer.optimizer_state_transfer import (
     continue_schedule,
     plan_transfer,
 )
+from layerwise_trainer.scheduling import ProportionalReduceLROnPlateau
 from layerwise_trainer.training_args import LayerwiseTrainingArguments
 
 SPEC = {
@@ -52,6 +53,7 @@ class LoadedState(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         names = {id(parameter): name for name, parameter in model.named_parameters()}
+        self.requires_grad = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
         self.state = {
             names[id(parameter)]: {key: value.clone() for key, value in entry.items()}
             for parameter, entry in optimizer.state.items()
@@ -344,3 +346,33 @@ def test_only_the_step_position_of_a_saved_schedule_continues():
     assert (stock.last_epoch, optimizer.param_groups[0]["lr"], stock.get_last_lr()) == (3, 0.5 / 4, [0.5 / 4])
     with pytest.raises(CheckpointLayoutError, match="the position of a StepLR cannot be carried to other groups"):
         continue_schedule(torch.optim.lr_scheduler.StepLR(optimizer, 2), {"last_epoch": 3}, "ckpt")
+
+
+def test_a_plateau_schedule_continues_from_the_saved_base_rate_with_the_new_ratios():
+    parameters = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
+    saved_optimizer = torch.optim.AdamW(
+        [{"params": [p], "lr": rate} for p, rate in zip(parameters, [1e-3, 1e-3, 3e-3], strict=True)]
+    )
+    saved = ProportionalReduceLROnPlateau(saved_optimizer, [1e-3, 1e-3, 3e-3], 1e-3, patience=0, factor=0.5)
+    saved.step(1.0)
+    saved.step(2.0)  # worse: the base rate halves
+    optimizer = torch.optim.AdamW([{"params": [parameters[0]], "lr": 1e-4}, {"params": parameters[1:], "lr": 2e-3}])
+    scheduler = ProportionalReduceLROnPlateau(optimizer, [1e-4, 2e-3], 1e-3, patience=0, factor=0.5)
+    continue_schedule(scheduler, saved.state_dict())
+    assert (scheduler.base_rate, scheduler.group_rates) == (5e-4, [1e-4, 2e-3])
+    assert [group["lr"] for group in optimizer.param_groups] == [1e-4 * 0.5, 2e-3 * 0.5]
+    assert scheduler.best == 1.0
+
+
+def test_a_group_that_starts_later_keeps_its_carried_state_and_waits(saved_run, tmp_path):
+    _, checkpoint = saved_run
+    staged = {"groups": [*SPEC["groups"][:2], {**SPEC["groups"][2], "start": 5, "warmup": 0}, SPEC["groups"][3]]}
+    resumed, loaded = resume(tmp_path, checkpoint, staged)
+    high = [name for name, _, names in loaded.groups if name == "high" for name in names]
+    layout = json.loads((checkpoint / LAYOUT_FILE).read_text())
+    saved = saved_state_by_name(checkpoint, layout["groups"])
+    assert len(high) == 16 and all(torch.equal(loaded.state[name]["exp_avg"], saved[name]["exp_avg"]) for name in high)
+    assert [lr for name, lr, _ in loaded.groups if name == "high"] == [0.0, 0.0]
+    assert not any(loaded.requires_grad[name] for name in high)
+    assert all(resumed.model.get_parameter(name).requires_grad for name in high)  # started at step 5
+    assert [rates["learning_rate/high"] for step, rates in group_rates(resumed) if step > 3][:2] == [0.0, 0.0]
