@@ -2,7 +2,8 @@
 
 A group that starts later (``start``, gradual unfreezing) is drawn dashed at 0 while it waits, with a dotted
 vertical line in its colour where it starts, on both panels, so the staging and what it does to the loss
-show at a glance. A run without staged groups is drawn as before: one solid line per group.
+show at a glance. A run without staged groups is drawn as before: one solid line per group. Each group
+keeps its colour (`group_colors`) in ``diagnostics.png`` (see `diagnostics_plot`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,30 @@ def _training_entries(log_history: Sequence[Mapping[str, Any]]) -> list[Mapping[
 
 def _group_keys(training: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(dict.fromkeys(key for entry in training for key in entry if key.startswith(GROUP_KEY_PREFIX)))
+
+
+def group_names_in_log(log_history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The groups whose learning rate the log holds, in the order `learning_rate_figure` draws them.
+
+    Args:
+        log_history: ``trainer.state.log_history``.
+
+    Returns:
+        Group names (without ``learning_rate/``), in the order of their first logged rate.
+    """
+    return [key[len(GROUP_KEY_PREFIX) :] for key in _group_keys(_training_entries(log_history))]
+
+
+def group_colors(names: Sequence[str]) -> dict[str, str]:
+    """The colour of each group in every picture of a run: matplotlib's colour cycle (``C0``, ``C1``, ...) in order.
+
+    Args:
+        names: The groups, in drawing order (`group_names_in_log`).
+
+    Returns:
+        Group name -> a matplotlib colour.
+    """
+    return {name: f"C{index}" for index, name in enumerate(names)}
 
 
 def group_starts_in_log(log_history: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -89,6 +114,7 @@ def learning_rate_figure(
     evaluation = [entry for entry in log_history if "eval_loss" in entry and "step" in entry]
     keys = _group_keys(training)
     staged = group_starts_in_log(log_history) if starts is None else dict(starts)
+    colors = group_colors([key[len(GROUP_KEY_PREFIX) :] for key in keys])
 
     figure = Figure(figsize=(9, 7), constrained_layout=True)
     FigureCanvasAgg(figure)
@@ -99,14 +125,14 @@ def learning_rate_figure(
         values = [entry.get(key, float("nan")) for entry in training]
         start = staged.get(name, 0)
         if start <= 0:
-            rates.plot(steps, values, label=name, gid=f"rate:{name}")
+            rates.plot(steps, values, color=colors[name], label=name, gid=f"rate:{name}")
             continue
         # At step `start` the group's rate is still 0 (a step logs the rate its update used): both lines meet there.
         before = [(step, value) for step, value in zip(steps, values, strict=True) if step < start]
         after = [(step, value) for step, value in zip(steps, values, strict=True) if step > start]
         label = f"{name} (starts after step {start})"
-        (line,) = rates.plot(*_columns([(start, 0.0), *after]), label=label, gid=f"rate:{name}")
-        color = line.get_color()
+        color = colors[name]
+        rates.plot(*_columns([(start, 0.0), *after]), color=color, label=label, gid=f"rate:{name}")
         rates.plot(*_columns([*before, (start, 0.0)]), "--", color=color, alpha=0.6, gid=f"waiting:{name}")
         rates.axvline(start, linestyle=":", color=color, alpha=0.8, gid=f"start:{name}")
         losses.axvline(start, linestyle=":", color=color, alpha=0.5, gid=f"start-loss:{name}")

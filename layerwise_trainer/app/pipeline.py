@@ -2,8 +2,9 @@
 
 Used by `layerwise-trainer train`. The output directory receives the model and tokenizer (reloadable
 with `from_pretrained` and `pipeline("text-classification", model=...)`), `metrics.json`, `config.yaml`
-(the resolved config), `groups.txt` and `groups.json` (the group table), `trainer_state.json` and
-`learning_rates.png`.
+(the resolved config), `groups.txt` and `groups.json` (the group table), `trainer_state.json`,
+`learning_rates.png`, and `diagnostics.png` when the run logged per-group diagnostics
+(`training.group_diagnostics`, on in the default run).
 
 The same config gives the same run, bit for bit, on the same machine: the data are generated from
 their own seed, the tokenizer's vocabulary does not depend on the process (see `japanese_tokenizer`),
@@ -25,6 +26,7 @@ from ..core.group_table import plan_to_data, render_table
 from ..core.grouping import GroupPlan
 from ..core.spec import parse_spec
 from .data_sources import LoadedData, load_data
+from .diagnostics_plot import has_group_diagnostics, plot_diagnostics
 from .lora import with_lora
 from .lr_plot import plot_learning_rates
 from .metrics import classification_metrics
@@ -270,6 +272,11 @@ def _write_outputs(output_dir: Path, config: RunConfig, spec, trainer, metrics: 
         files["groups_json"] = output_dir / "groups.json"
         files["groups"].write_text(render_table(trainer.group_plan) + "\n", encoding="utf-8")
         files["groups_json"].write_text(json.dumps(plan_to_data(trainer.group_plan), indent=2) + "\n", encoding="utf-8")
+    history, starts = trainer.state.log_history, _group_starts(trainer)
     title = f"{config.source}: learning rate per group"
-    plot_learning_rates(trainer.state.log_history, files["learning_rates"], title=title, starts=_group_starts(trainer))
+    plot_learning_rates(history, files["learning_rates"], title=title, starts=starts)
+    if has_group_diagnostics(history):
+        files["diagnostics"] = output_dir / "diagnostics.png"
+        title = f"{config.source}: diagnostics per group"
+        plot_diagnostics(history, files["diagnostics"], title=title, starts=starts)
     return files
