@@ -185,10 +185,11 @@ def plan_transfer(
     saved_layout = load_layout(checkpoint)
     _check_same_optimizer(checkpoint, saved_layout, current_layout)
     label = str((current_layout.get("optimizer") or {}).get("class", "the optimizer")).rsplit(".", 1)[-1]
-    if saved_layout is None:
+    if not (saved_layout or {}).get("optimizer"):  # no layout, or one of version 1: no optimizer recorded
         problem = _hyperparameter_difference(saved_state["param_groups"], current_param_groups, label)
         if problem is not None:
             raise _refused(checkpoint, problem)
+    if saved_layout is None:
         saved_groups = stock_layout_groups(plan, decay_names, saved_state["param_groups"])
         _check_stock_reconstruction(checkpoint, saved_state, saved_groups, "this model")
     else:
@@ -263,7 +264,7 @@ def write_report(transfer: StateTransfer, checkpoint: Any, directory: str | os.P
 
 def resume_with_transfer(
     trainer: Any, checkpoint: str, plan: GroupPlan, current_layout: Mapping[str, Any], model: nn.Module
-) -> StateTransfer:
+) -> StateTransfer | None:
     """Load a checkpoint's optimizer and scheduler state into the trainer's, by parameter name.
 
     Args:
@@ -274,12 +275,16 @@ def resume_with_transfer(
         model: The model (for the stock Trainer's decay rule).
 
     Returns:
-        The transfer that was loaded.
+        The transfer that was loaded; None when the checkpoint has no optimizer state (saved with
+        ``save_only_model``), which the stock Trainer does not load either.
 
     Raises:
         CheckpointLayoutError: Under FSDP or DeepSpeed, or for state that cannot be carried by name.
     """
     check_transfer_supported(trainer, checkpoint)
+    if not (Path(checkpoint) / OPTIMIZER_FILE).is_file():
+        logger.warning("%s has no %s: there is no optimizer state to carry", checkpoint, OPTIMIZER_FILE)
+        return None
     args = trainer.args
     on_device = args.world_size > 1 and args.device.type != "cpu"
     saved_state = load_saved_state(checkpoint, OPTIMIZER_FILE, args.device if on_device else "cpu")

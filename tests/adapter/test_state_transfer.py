@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -376,3 +378,15 @@ def test_a_group_that_starts_later_keeps_its_carried_state_and_waits(saved_run, 
     assert not any(loaded.requires_grad[name] for name in high)
     assert all(resumed.model.get_parameter(name).requires_grad for name in high)  # started at step 5
     assert [rates["learning_rate/high"] for step, rates in group_rates(resumed) if step > 3][:2] == [0.0, 0.0]
+
+
+def test_a_checkpoint_without_optimizer_state_has_nothing_to_carry(saved_run, tmp_path, caplog):
+    _, checkpoint = saved_run
+    copy = tmp_path / "checkpoint-3"
+    shutil.copytree(checkpoint, copy)
+    (copy / "optimizer.pt").unlink()
+    with caplog.at_level(logging.WARNING, logger="layerwise_trainer.optimizer_state_transfer"):
+        resumed, loaded = resume(tmp_path, copy, CHANGED, max_steps=4)
+    assert f"{copy} has no optimizer.pt: there is no optimizer state to carry" in caplog.text
+    assert resumed.resume_transfer is None and loaded.state == {}
+    assert resumed.state.global_step == 4
