@@ -17,10 +17,16 @@ SHARED = {f"{PACKAGE}.errors", f"{PACKAGE}._version"}
 # Third-party packages each layer must not import, anywhere in its code (lazily inside a function too).
 FORBIDDEN_THIRD_PARTY = {
     "core": {"transformers", "accelerate", "datasets", "sklearn", "matplotlib", "fugashi", "ipadic"},
-    "adapter": {"datasets", "sklearn", "matplotlib", "fugashi", "ipadic"},
+    "adapter": {"datasets", "sklearn", "matplotlib", "fugashi", "ipadic", "sentence_transformers", "trl"},
+    "downstream": {"datasets", "sklearn", "matplotlib", "fugashi", "ipadic"},
     "app": set(),
 }
-MAY_IMPORT = {"core": {"core"}, "adapter": {"core", "adapter"}, "app": {"core", "adapter", "app"}}
+MAY_IMPORT = {
+    "core": {"core"},
+    "adapter": {"core", "adapter"},
+    "downstream": {"core", "adapter", "downstream"},
+    "app": {"core", "adapter", "downstream", "app"},
+}
 
 
 def _module_name(path: Path) -> str:
@@ -36,6 +42,8 @@ def _layer(module: str) -> str | None:
         return "core"
     if module.startswith(f"{PACKAGE}.app"):
         return "app"
+    if module.startswith(f"{PACKAGE}.downstream"):
+        return "downstream"
     return "adapter"
 
 
@@ -69,7 +77,7 @@ def _package_files() -> list[Path]:
 
 def test_the_package_has_the_three_rooms():
     layers = {_layer(_module_name(path)) for path in _package_files()}
-    assert layers == {None, "core", "adapter", "app"}
+    assert layers == {None, "core", "adapter", "downstream", "app"}
     assert (PACKAGE_DIR / "core" / "spec.py").is_file()
     assert (PACKAGE_DIR / "app" / "cli.py").is_file()
 
@@ -115,6 +123,17 @@ def test_the_public_api_is_one_table():
 def _run_without(blocked: list[str], code: str) -> subprocess.CompletedProcess[str]:
     prelude = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in blocked)
     return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=120)
+
+
+def test_the_downstream_trainers_import_their_project_only_when_used():
+    code = (
+        "import layerwise_trainer, layerwise_trainer.downstream\n"
+        "from layerwise_trainer import LayerwiseTrainer\n"
+        "print(sorted(name for name in ('sentence_transformers', 'trl') if sys.modules.get(name) is not None))\n"
+    )
+    result = _run_without([], code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_parsing_a_spec_needs_neither_transformers_nor_torch():

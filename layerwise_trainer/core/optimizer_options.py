@@ -47,10 +47,20 @@ def check_optimizer_takes_groups(optimizer_cls: Any, optimizer_kwargs: Mapping[s
         label: The optimizer's name for the message (the ``optim`` value or the class name).
 
     Raises:
-        SpecError: ``optimizer_cls`` is a factory (Muon, Dion) or the kwargs carry their own params.
+        SpecError: ``optimizer_cls`` is a factory (Muon, Dion) or the kwargs carry their own params (for
+            ``optimizer_dict``, the param groups sentence-transformers' Trainers return, the message names
+            the ready Trainer for them).
     """
     is_class = isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)
     carried = [key for key in _GROUPLESS_KWARGS if key in optimizer_kwargs]
+    if is_class and carried == ["optimizer_dict"]:
+        raise SpecError(
+            f"the Trainer's get_optimizer_cls_and_kwargs gave {label!r} param groups of its own "
+            "(optimizer_dict), which the spec's groups would replace: sentence-transformers' Trainers do this to "
+            "train their loss's parameters. Use layerwise_trainer.downstream.LayerwiseSentenceTransformerTrainer "
+            "(the spec then sees the loss's parameters under loss.*), or override get_optimizer_cls_and_kwargs "
+            "to return transformers.Trainer.get_optimizer_cls_and_kwargs(args, model) when there is a spec"
+        )
     if not is_class or carried:
         raise SpecError(
             f"optimizer {label!r} builds its own parameter layout and cannot take param groups; "
