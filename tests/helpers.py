@@ -158,6 +158,56 @@ FAMILIES: dict[str, Callable[[], tuple[type[nn.Module], object]]] = {
         hf.ViTForImageClassification,
         hf.ViTConfig(image_size=8, patch_size=4, num_channels=3, num_hidden_layers=2, num_labels=3, **_ATTENTION),
     ),
+    # Staged: blocks inside stages (Swin's layers.<stage>.blocks.<block>, ConvNeXt's stages.<stage>.layers.<block>).
+    "swin": lambda: (
+        hf.SwinForImageClassification,
+        hf.SwinConfig(
+            image_size=8, patch_size=2, embed_dim=8, depths=[2, 1], num_heads=[2, 2], window_size=2, num_labels=3
+        ),
+    ),
+    "convnext": lambda: (
+        hf.ConvNextForImageClassification,
+        hf.ConvNextConfig(num_channels=3, num_stages=2, hidden_sizes=[8, 16], depths=[2, 1], num_labels=3),
+    ),
+    # Vision-language: a vision tower and a language model, two stacks of different depths.
+    "llava": lambda: (
+        hf.LlavaForConditionalGeneration,
+        hf.LlavaConfig(
+            vision_config=hf.SiglipVisionConfig(
+                num_hidden_layers=2, image_size=8, patch_size=4, vision_use_head=False, **_ATTENTION
+            ),
+            text_config=hf.LlamaConfig(
+                vocab_size=40, num_hidden_layers=3, num_key_value_heads=1, bos_token_id=0, eos_token_id=0, **_ATTENTION
+            ),
+            image_token_id=39,
+            vision_feature_layer=-1,
+        ),
+    ),
+    "qwen2-vl": lambda: (
+        hf.Qwen2VLForConditionalGeneration,
+        hf.Qwen2VLConfig(
+            vision_config=dict(
+                depth=2,
+                embed_dim=16,
+                hidden_size=16,
+                num_heads=2,
+                mlp_ratio=2,
+                patch_size=2,
+                temporal_patch_size=1,
+                spatial_merge_size=1,
+                in_chans=3,
+            ),
+            text_config=dict(
+                vocab_size=40,
+                num_hidden_layers=3,
+                num_key_value_heads=1,
+                bos_token_id=0,
+                eos_token_id=0,
+                rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+                **_ATTENTION,
+            ),
+        ),
+    ),
 }
 
 

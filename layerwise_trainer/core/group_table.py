@@ -3,6 +3,9 @@
 A plan whose groups start later or follow their own schedules gets two more columns, ``start`` and
 ``schedule``, as the spec wrote them (the plan knows no run length, so epochs and fractions stay as given);
 a plan without them prints exactly as before, so tables and JSON that scripts read do not change.
+Likewise a ``stack`` column appears only when a group's layer ids count within one stack of a model with
+several (``vision_tower``, ``language_model``; ``encoder``, ``decoder``): for a model with one stack the
+table is unchanged.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from ..errors import some_names
 from .group_schedule import GroupTiming
 from .grouping import GroupPlan
+from .layer_ids import detect_layers
 from .spec import DEFAULT_GROUP_NAME, json_ready
 
 _SHOWN_NAMES = 8
@@ -35,6 +39,7 @@ class GroupRow:
         frozen: Whether it is frozen.
         layer_id: Its layer id, for a sub-group of a layer-decayed group.
         timing: Its start, warm-up and shape; None when it follows the Trainer's schedule.
+        stack: The stack its layer id counts within, in a model with several; else None.
     """
 
     name: str
@@ -46,6 +51,7 @@ class GroupRow:
     frozen: bool
     layer_id: int | None
     timing: GroupTiming | None = None
+    stack: str | None = None
 
     @property
     def start(self) -> str | None:
@@ -80,6 +86,7 @@ def group_rows(plan: GroupPlan) -> list[GroupRow]:
                 frozen=group.frozen,
                 layer_id=group.layer_id,
                 timing=group.timing,
+                stack=group.stack,
             )
         else:
             rows[group.name] = GroupRow(
@@ -92,12 +99,18 @@ def group_rows(plan: GroupPlan) -> list[GroupRow]:
                 frozen=row.frozen,
                 layer_id=row.layer_id,
                 timing=row.timing,
+                stack=row.stack,
             )
     return list(rows.values())
 
 
 _HEADER = ("group", "tensors", "parameters", "lr", "weight decay", "no-decay tensors", "frozen", "layer")
+_STACK_HEADER = "stack"
 _TIMING_HEADER = ("start", "schedule")
+
+
+def _has_stacks(plan: GroupPlan) -> bool:
+    return any(group.stack is not None for group in plan.groups)
 
 
 def render_table(plan: GroupPlan) -> str:
@@ -105,7 +118,8 @@ def render_table(plan: GroupPlan) -> str:
 
     When a group starts later or has its own warm-up or shape, two more columns say when each group starts
     and how its rate moves: ``0`` and ``trainer`` for a group that follows the Trainer's schedule, ``-`` for
-    a frozen one.
+    a frozen one. When a group's layer ids count within one stack of a model with several, a ``stack``
+    column before ``layer`` names the stack (``-`` for the other rows).
 
     Args:
         plan: The resolved plan.
@@ -119,8 +133,10 @@ def render_table(plan: GroupPlan) -> str:
         ```
     """
     timed = plan.has_group_schedules
-    header = (*_HEADER, *_TIMING_HEADER) if timed else _HEADER
-    left_aligned = {0, len(_HEADER), len(_HEADER) + 1}
+    stacked = _has_stacks(plan)
+    base = (*_HEADER[:-1], _STACK_HEADER, _HEADER[-1]) if stacked else _HEADER
+    header = (*base, *_TIMING_HEADER) if timed else base
+    left_aligned = {0, len(base), len(base) + 1} | ({len(base) - 2} if stacked else set())
     lines = [header]
     for row in group_rows(plan):
         cells = (
@@ -131,6 +147,7 @@ def render_table(plan: GroupPlan) -> str:
             "-" if row.frozen else f"{row.weight_decay:g}",
             "-" if row.frozen else str(row.no_decay_tensors),
             "yes" if row.frozen else "no",
+            *((row.stack or "-",) if stacked else ()),
             "-" if row.layer_id is None else str(row.layer_id),
         )
         lines.append((*cells, row.start or "-", row.schedule or "-") if timed else cells)
@@ -163,8 +180,9 @@ def default_parameter_names(plan: GroupPlan) -> list[str]:
     return [name for group in plan.groups if group.source == DEFAULT_GROUP_NAME for name in group.parameter_names]
 
 
-def _row_data(row: GroupRow, timed: bool) -> dict[str, Any]:
-    data = {field.name: getattr(row, field.name) for field in fields(row) if field.name != "timing"}
+def _row_data(row: GroupRow, timed: bool, stacked: bool) -> dict[str, Any]:
+    left_out = {"timing"} | (set() if stacked else {"stack"})
+    data = {field.name: getattr(row, field.name) for field in fields(row) if field.name not in left_out}
     if timed:
         data.update(start=row.start, schedule=row.schedule, timing=_timing_data(row.timing))
     return data
@@ -174,6 +192,13 @@ def _timing_data(timing: GroupTiming | None) -> dict[str, Any] | None:
     return None if timing is None else timing.to_data()
 
 
+def _stack_depths(plan: GroupPlan) -> dict[str, int]:
+    """Each stack's short name -> its number of blocks, in the model's order."""
+    layers = plan.layers or detect_layers(plan.parameters)
+    labels = layers.stack_labels()
+    return {labels[stack]: depth for stack, depth in layers.stacks.items()}
+
+
 def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
     """The plan as JSON-ready data: rows, every optimizer group with its parameter names, and leftovers.
 
@@ -181,17 +206,22 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
     ``schedule`` (as `render_table` shows them) and ``timing``, and every group ``timing``: the keys as the
     spec gave them (``start``, ``warmup``, ``schedule``, ``min_lr_ratio``, and ``unfreeze_every`` with
     ``unfreeze_rank`` under gradual unfreezing), or None for a group that follows the Trainer's schedule.
+    When a group's layer ids count within one stack of a model with several, every row and group also has
+    ``stack`` (None outside a stack), and the data ``stacks``: each stack's short name and number of blocks.
 
     Args:
         plan: The resolved plan.
 
     Returns:
-        ``num_layers``, ``rows``, ``groups``, ``default_parameters`` and ``frozen_before_training``.
+        ``num_layers``, ``rows``, ``groups``, ``default_parameters`` and ``frozen_before_training`` (and
+        ``stacks`` as above).
     """
     timed = plan.has_group_schedules
+    stacked = _has_stacks(plan)
     return {
         "num_layers": plan.num_layers,
-        "rows": [_row_data(row, timed) for row in group_rows(plan)],
+        **({"stacks": _stack_depths(plan)} if stacked else {}),
+        "rows": [_row_data(row, timed, stacked) for row in group_rows(plan)],
         "groups": [
             {
                 "name": group.name,
@@ -205,6 +235,7 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
                 "num_elements": group.num_elements,
                 "parameter_names": list(group.parameter_names),
                 **({"timing": _timing_data(group.timing)} if timed else {}),
+                **({"stack": group.stack} if stacked else {}),
             }
             for group in plan.groups
         ],

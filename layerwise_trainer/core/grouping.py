@@ -52,7 +52,8 @@ class PlannedGroup:
 
     Args:
         name: The name it is logged under: the spec group's name, or ``<name>/layer_<id>`` for a
-            sub-group of a layer-decayed group. The decay and no-decay halves share it.
+            sub-group of a layer-decayed group (``<name>/<stack>/layer_<id>`` when the group decays several
+            stacks separately). The decay and no-decay halves share it.
         source: The spec group it comes from (``default`` for parameters no group matched).
         parameter_names: Its parameters, in the model's order.
         num_elements: The number of scalars in them.
@@ -60,6 +61,8 @@ class PlannedGroup:
         weight_decay: The weight decay (0 for biases and norms).
         frozen: Whether the parameters are frozen and kept out of the optimizer.
         layer_id: The layer id of a layer-decayed sub-group, else None.
+        stack: The short name of the stack its layer id counts within (``decoder``, ``vision_tower``), for a
+            sub-group decayed within one stack of a model with several; else None.
         no_decay: Whether this is the half of biases and norms, whose weight decay is always 0.
         options: Further optimizer hyperparameters from the spec.
         timing: When the group starts and how its rate moves, for a group with per-group schedule keys;
@@ -77,6 +80,7 @@ class PlannedGroup:
     no_decay: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     timing: GroupTiming | None = None
+    stack: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -306,6 +310,7 @@ class _Settings:
     where: tuple[str, ...]
     timing: GroupTiming | None = None
     unfreeze_every: ScheduleAmount | None = None
+    layer_stacks: str | None = None
 
     @classmethod
     def of_group(cls, group: GroupSpec, index: int, base_lr: float, base_wd: float, spec: LayerwiseSpec) -> _Settings:
@@ -323,6 +328,7 @@ class _Settings:
             where=(f"groups[{index}]",),
             timing=_timing_of(group),
             unfreeze_every=spec.unfreeze_every_of(group),
+            layer_stacks=spec.layer_stacks_of(group),
         )
 
 
@@ -358,6 +364,25 @@ def _check_scaled_rate(lr: float, scale: float, base_lr: float, *, where: tuple[
         )
 
 
+@dataclass(frozen=True)
+class _Numbering:
+    """Layer ids for some of a group's tensors, counted through the model's stacks or within one.
+
+    Args:
+        stack: The stack's short name when the ids count within it in a model of several stacks, else None.
+        num_layers: ``L`` for the decay exponent ``L + 1 - id``.
+        tensors: The tensors it numbers.
+        ids: ``id(tensor)`` -> its layer id.
+        in_name: Whether sub-group names carry the stack (the group decays several stacks separately).
+    """
+
+    stack: str | None
+    num_layers: int
+    tensors: Sequence[_Tensor]
+    ids: Mapping[int, int]
+    in_name: bool = False
+
+
 class _GroupBuilder:
     """Turns one group's matched tensors into planned groups: frozen, or split by layer and decay."""
 
@@ -386,12 +411,65 @@ class _GroupBuilder:
         if ratio is None or (ratio == 1.0 and settings.unfreeze_every is None):
             return self._split_by_decay(settings.name, settings, trainable, settings.lr, None, settings.timing)
 
-        num_layers = self._num_layers(settings, trainable)
-        by_layer: dict[int, list[_Tensor]] = {}
+        planned = []
+        for numbering in self._numberings(settings, trainable):
+            planned += self._layer_groups(settings, numbering)
+        return planned
+
+    def _numberings(self, settings: _Settings, trainable: Sequence[_Tensor]) -> list[_Numbering]:
+        """How the group's tensors are numbered: one numbering, or one per stack under separate decay."""
+        stacks = list(dict.fromkeys(s for s in (self.layers.stack_of(t.name) for t in trainable) if s is not None))
+        mode = settings.layer_stacks or ("separate" if len(stacks) == 1 else "joined")
+        if mode == "joined" or not stacks:
+            num_layers = self._num_layers(settings, trainable)
+            ids = {id(tensor): self.layers.layer_id_of(tensor.name, num_layers) for tensor in trainable}
+            return [_Numbering(None, num_layers, trainable, ids)]
+        if len(stacks) > 1 and settings.num_layers is not None:
+            raise SpecError(
+                f"num_layers sets the depth of one stack, and this group decays {len(stacks)} stacks separately "
+                f"({', '.join(map(repr, stacks))}); split the group by stack, or drop num_layers",
+                path=(*settings.where, "num_layers"),
+                group=settings.name,
+            )
+        members: dict[str, list[_Tensor]] = {stack: [] for stack in stacks}
         for tensor in trainable:
-            by_layer.setdefault(self.layers.layer_id_of(tensor.name, num_layers), []).append(tensor)
+            members[self.layers.home_stack(tensor.name, stacks)].append(tensor)
+        numberings = [self._numbering_within(settings, stack, members[stack]) for stack in stacks]
+        if len(numberings) > 1:
+            numberings = [dataclasses.replace(numbering, in_name=True) for numbering in numberings]
+        return numberings
+
+    def _numbering_within(self, settings: _Settings, stack: str, tensors: Sequence[_Tensor]) -> _Numbering:
+        depth = self.layers.stacks[stack]
+        num_layers = depth if settings.num_layers is None else settings.num_layers
+        ids = {id(tensor): self.layers.layer_id_in(stack, tensor.name, num_layers) for tensor in tensors}
+        for tensor in tensors:
+            block = self.layers.blocks.get(tensor.name)
+            if block is not None and block[1] > num_layers:
+                raise SpecError(
+                    f"parameter {tensor.name!r} is in block {block[1] - 1} of the stack {stack!r}, beyond "
+                    f"num_layers={num_layers} (the stack has {depth} blocks)",
+                    path=(*settings.where, "num_layers"),
+                    group=settings.name,
+                )
+        label = self.labels[stack] if len(self.layers.stacks) > 1 else None
+        return _Numbering(label, num_layers, tensors, ids)
+
+    @functools.cached_property
+    def labels(self) -> dict[str, str]:
+        """The stacks' short names, for sub-group names and the plan's ``stack`` column."""
+        return self.layers.stack_labels()
+
+    def _layer_groups(self, settings: _Settings, numbering: _Numbering) -> list[PlannedGroup]:
+        ratio = settings.layer_decay
+        assert ratio is not None  # _numberings is only called for a layer-decayed group
+        num_layers = numbering.num_layers
+        by_layer: dict[int, list[_Tensor]] = {}
+        for tensor in numbering.tensors:
+            by_layer.setdefault(numbering.ids[id(tensor)], []).append(tensor)
         planned = []
         top_down = sorted(by_layer, reverse=True)
+        prefix = f"{settings.name}/{numbering.stack}" if numbering.in_name else settings.name
         for layer_id in sorted(by_layer):
             lr = settings.lr * ratio ** (num_layers + 1 - layer_id)
             if lr == 0 and settings.lr > 0:
@@ -401,14 +479,14 @@ class _GroupBuilder:
                     path=(*settings.where, "layer_decay"),
                     group=settings.name,
                 )
-            name = f"{settings.name}/layer_{layer_id}"
+            name = f"{prefix}/layer_{layer_id}"
             timing = settings.timing
             if settings.unfreeze_every is not None:
                 rank = top_down.index(layer_id)
                 timing = dataclasses.replace(
                     timing or GroupTiming(), unfreeze_every=settings.unfreeze_every, unfreeze_rank=rank
                 )
-            planned += self._split_by_decay(name, settings, by_layer[layer_id], lr, layer_id, timing)
+            planned += self._split_by_decay(name, settings, by_layer[layer_id], lr, layer_id, timing, numbering.stack)
         return planned
 
     def _num_layers(self, settings: _Settings, trainable: Sequence[_Tensor]) -> int:
@@ -441,18 +519,16 @@ class _GroupBuilder:
         lr: float,
         layer_id: int | None,
         timing: GroupTiming | None,
+        stack: str | None = None,
     ) -> list[PlannedGroup]:
         decay = [tensor for tensor in tensors if tensor.name in self.decayed]
         no_decay = [tensor for tensor in tensors if tensor.name not in self.decayed]
+        where = {"layer_id": layer_id, "timing": timing, "stack": stack}
         planned = []
         if decay:
-            planned.append(
-                self._planned(name, settings, decay, lr, settings.weight_decay, layer_id=layer_id, timing=timing)
-            )
+            planned.append(self._planned(name, settings, decay, lr, settings.weight_decay, **where))
         if no_decay:
-            planned.append(
-                self._planned(name, settings, no_decay, lr, 0.0, layer_id=layer_id, no_decay=True, timing=timing)
-            )
+            planned.append(self._planned(name, settings, no_decay, lr, 0.0, no_decay=True, **where))
         return planned
 
     @staticmethod
@@ -467,6 +543,7 @@ class _GroupBuilder:
         layer_id: int | None = None,
         no_decay: bool = False,
         timing: GroupTiming | None = None,
+        stack: str | None = None,
     ) -> PlannedGroup:
         return PlannedGroup(
             name=name,
@@ -480,6 +557,7 @@ class _GroupBuilder:
             no_decay=no_decay,
             options=settings.options,
             timing=timing,
+            stack=stack,
         )
 
 
@@ -576,6 +654,7 @@ def resolve_groups(
             options=_EMPTY_OPTIONS,
             where=(),
             unfreeze_every=spec.unfreeze_every_of(None),
+            layer_stacks=spec.layer_stacks_of(None),
         )
         planned += builder.build(default, unmatched_trainable)
 

@@ -2,11 +2,18 @@
 
 A transformer block is found from a name segment pair ``<container>.<index>`` where the container is
 one of ``layer``, ``layers``, ``h``, ``blocks``, ``block`` or ``albert_layer_groups`` (the first such
-pair in the name counts, so ``encoder.block.3.layer.0`` is block 3). Blocks of one container form a
-stack; a model with several stacks (an encoder and a decoder) numbers them one after the other in the
-order their parameters appear.
+pair in the name counts, so T5's ``encoder.block.3.layer.0`` is block 3). Staged models hold their blocks
+inside stages: Swin's ``encoder.layers.<stage>.blocks.<block>`` is block ``<block>`` of stage ``<stage>``
+(a ``blocks`` pair inside another pair makes the outer one a stage), and ConvNeXt's
+``encoder.stages.<stage>.layers.<block>`` likewise; each block gets its own id, counted through the
+stages in order, and a stage's own parameters (Swin's ``downsample``) sit between its blocks and the next
+stage's.
 
-With ``L`` blocks in all:
+A **stack** is one sequence of blocks: the path before the block index with stage indices written ``*``
+(``model.vision_tower.encoder.layers``, ``model.language_model.layers``, ``encoder.block``,
+``decoder.block``, ``swin.encoder.layers.*.blocks``). A model with several stacks (an encoder and a
+decoder; a vision tower and a language model) numbers them one after the other in the order their
+parameters appear: the *joined* ids, `LayerMap.layer_id_of`. With ``L`` blocks in all:
 
 - embeddings, and anything before the first block, have id 0 (a name segment containing ``embed``
   marks an embedding wherever it sits: DeBERTa's ``rel_embeddings``, BART's ``layernorm_embedding``);
@@ -14,16 +21,24 @@ With ``L`` blocks in all:
 - anything between two stacks (T5's ``encoder.final_layer_norm``) shares the id of the block just
   before it;
 - anything after the last block (final norm, pooler, head) has id ``L + 1``.
+
+Ids *within one stack* (`LayerMap.layer_id_in`) follow the same rules with that stack's blocks alone:
+its block ``i`` has id ``i + 1``, what comes before its first block (or is an embedding) 0, what comes
+after its last block ``L_stack + 1``. For a model with one stack both numberings are the same.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 BLOCK_CONTAINERS = ("layer", "layers", "h", "blocks", "block", "albert_layer_groups")
-_BLOCK = re.compile(r"(?:^|\.)(?:" + "|".join(BLOCK_CONTAINERS) + r")\.(\d+)(?=\.|$)")
+_BLOCK = re.compile(r"(?:^|\.)(" + "|".join(BLOCK_CONTAINERS) + r")\.(\d+)(?=\.|$)")
+# The container of blocks nested inside a stage (Swin's ``layers.<stage>.blocks.<block>``).
+_STAGED_BLOCKS = "blocks"
+_INDEX_SEGMENT = re.compile(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)")
 _EMBEDDING_SEGMENT = re.compile(r"(?:^|\.)[^.]*embed[^.]*(?=\.|$)", re.IGNORECASE)
 
 # Layer-id markers for parameters outside the blocks, resolved against the number of blocks.
@@ -35,26 +50,184 @@ class LayerMap:
     """Where each parameter sits in the block structure of a model.
 
     Args:
-        positions: Parameter name -> layer id, with ``-1`` standing for "after the last block"
+        positions: Parameter name -> joined layer id, with ``-1`` standing for "after the last block"
             (its id depends on the number of blocks, which a group may override).
-        num_layers: ``L``, the number of blocks detected.
+        num_layers: ``L``, the number of blocks detected in all stacks.
+        stacks: Stack path -> its number of blocks, in the order the stacks appear.
+        blocks: Parameter name -> (stack path, block id within the stack), for the parameters in a block.
+        order: Every parameter name, in the model's order.
 
     Example:
         ```python
         layers = detect_layers(name for name, _ in model.named_parameters())
         layers.layer_id_of("bert.encoder.layer.3.output.dense.weight")  # 4
+        layers.stacks  # {"bert.encoder.layer": 12}
         ```
     """
 
     positions: Mapping[str, int]
     num_layers: int
+    stacks: Mapping[str, int] = field(default_factory=dict)
+    blocks: Mapping[str, tuple[str, int]] = field(default_factory=dict, repr=False)
+    order: Sequence[str] = field(default=(), repr=False)
+    # Computed on first use: ids within each stack, and each name's position in the model's order.
+    _within: dict[str, Mapping[str, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def layer_id_of(self, name: str, num_layers: int | None = None) -> int:
-        """The layer id of parameter ``name``; ``num_layers`` replaces the detected ``L``."""
+        """The joined layer id of parameter ``name``; ``num_layers`` replaces the detected ``L``."""
         position = self.positions[name]
         if position == _AFTER_LAST_BLOCK:
             return (self.num_layers if num_layers is None else num_layers) + 1
         return position
+
+    def stack_of(self, name: str) -> str | None:
+        """The stack of the block parameter ``name`` is in; None for a parameter outside the blocks."""
+        block = self.blocks.get(name)
+        return None if block is None else block[0]
+
+    def layer_id_in(self, stack: str, name: str, num_layers: int | None = None) -> int:
+        """The layer id of parameter ``name`` counted within ``stack``; ``num_layers`` replaces its ``L``.
+
+        Example:
+            ```python
+            layers.layer_id_in("decoder.block", "decoder.block.0.layer.0.SelfAttention.q.weight")  # 1
+            ```
+        """
+        if stack not in self._within:
+            own = {each: block_id for each, (block_stack, block_id) in self.blocks.items() if block_stack == stack}
+            self._within[stack] = MappingProxyType(_positions_within(self.order, own))
+        position = self._within[stack][name]
+        if position == _AFTER_LAST_BLOCK:
+            return (self.stacks[stack] if num_layers is None else num_layers) + 1
+        return position
+
+    def home_stack(self, name: str, among: Sequence[str]) -> str:
+        """Which of the stacks ``among`` a parameter belongs to.
+
+        A block's own stack when it is among them; otherwise the stack whose path shares the most leading
+        segments with the name (``model.vision_tower.post_layernorm`` goes with
+        ``model.vision_tower.encoder.layers``); on a tie, the stack whose blocks come last before the
+        parameter (a projector after the vision tower goes with it, ``lm_head`` with the language model),
+        or the first stack for a parameter before every block (T5's ``shared``).
+        """
+        own = self.stack_of(name)
+        if own in among:
+            return own  # type: ignore[return-value]  # among holds strings only
+        shared = {stack: _shared_segments(stack, name) for stack in among}
+        most = max(shared.values())
+        candidates = [stack for stack in among if shared[stack] == most]
+        if len(candidates) == 1:
+            return candidates[0]
+        position = self._position_of(name)
+        before = [stack for stack in candidates if self._first_block_position(stack) < position]
+        if not before:
+            return min(candidates, key=self._first_block_position)
+        return max(before, key=self._first_block_position)
+
+    def stack_labels(self) -> dict[str, str]:
+        """Short names of the stacks: their paths from where they part, as few segments as keep them apart.
+
+        Example:
+            ```python
+            detect_layers(t5_names).stack_labels()  # {"encoder.block": "encoder", "decoder.block": "decoder"}
+            ```
+        """
+        return _short_labels(list(self.stacks))
+
+    def _position_of(self, name: str) -> int:
+        if not self._index:
+            self._index.update((each, index) for index, each in enumerate(self.order))
+        return self._index[name]
+
+    def _first_block_position(self, stack: str) -> int:
+        return min(self._position_of(name) for name, (own, _) in self.blocks.items() if own == stack)
+
+
+def _shared_segments(stack: str, name: str) -> int:
+    count = 0
+    for stack_segment, name_segment in zip(stack.split("."), name.split("."), strict=False):
+        if stack_segment != name_segment and not (stack_segment == "*" and name_segment.isdigit()):
+            break
+        count += 1
+    return count
+
+
+def _short_labels(stacks: list[str]) -> dict[str, str]:
+    paths = [[segment for segment in stack.split(".") if segment != "*"] for stack in stacks]
+    common = 0
+    while len(paths) > 1 and all(len(path) > common + 1 for path in paths) and len({p[common] for p in paths}) == 1:
+        common += 1
+    rests = [path[common:] for path in paths]
+    for length in range(1, max((len(rest) for rest in rests), default=0) + 1):
+        labels = [".".join(rest[:length]) for rest in rests]
+        if len(set(labels)) == len(labels):
+            return dict(zip(stacks, labels, strict=True))
+    return {stack: stack for stack in stacks}
+
+
+def _block_pairs(names: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """Parameter name -> (the concrete path before its block index, the index), for parameters in a block."""
+    stage_containers = set()
+    for name in names:
+        pairs = list(_BLOCK.finditer(name))
+        if any(pair.group(1) == _STAGED_BLOCKS for pair in pairs[1:]):
+            stage_containers.add(name[: pairs[0].start(2)])
+    found: dict[str, tuple[str, int]] = {}
+    for name in names:
+        pairs = list(_BLOCK.finditer(name))
+        if not pairs:
+            continue
+        block = pairs[0]
+        if name[: block.start(2)] in stage_containers:
+            inner = [pair for pair in pairs[1:] if pair.group(1) == _STAGED_BLOCKS]
+            if not inner:
+                continue  # a stage's own parameter (Swin's downsample), outside its blocks
+            block = inner[0]
+        found[name] = (name[: block.start(2) - 1], int(block.group(2)))
+    return found
+
+
+def _stack_path(concrete: str) -> str:
+    """The path of a block's stack: its concrete path with stage indices written ``*``."""
+    return _INDEX_SEGMENT.sub("*", concrete)
+
+
+def _number_blocks(names: Sequence[str]) -> tuple[dict[str, tuple[str, int]], dict[str, int]]:
+    """Each block parameter's (stack, id within the stack), and each stack's number of blocks."""
+    pairs = _block_pairs(names)
+    segment_sizes: dict[str, dict[str, int]] = {}  # stack -> concrete path -> blocks, in order of appearance
+    for concrete, index in pairs.values():
+        sizes = segment_sizes.setdefault(_stack_path(concrete), {})
+        sizes[concrete] = max(sizes.get(concrete, 0), index + 1)
+    offsets: dict[str, int] = {}
+    stacks: dict[str, int] = {}
+    for stack, sizes in segment_sizes.items():
+        total = 0
+        for concrete, size in sizes.items():
+            offsets[concrete] = total
+            total += size
+        stacks[stack] = total
+    blocks = {name: (_stack_path(concrete), offsets[concrete] + index + 1) for name, (concrete, index) in pairs.items()}
+    return blocks, stacks
+
+
+def _positions_within(ordered: Sequence[str], block_ids: Mapping[str, int]) -> dict[str, int]:
+    """Layer ids by the module docstring's rules, counting only the blocks that ``block_ids`` gives an id."""
+    last_block_position = max((i for i, name in enumerate(ordered) if name in block_ids), default=-1)
+    positions: dict[str, int] = {}
+    previous_block_id = 0
+    for position, name in enumerate(ordered):
+        if name in block_ids:
+            previous_block_id = block_ids[name]
+            positions[name] = previous_block_id
+        elif _EMBEDDING_SEGMENT.search(name):
+            positions[name] = 0
+        elif position > last_block_position:
+            positions[name] = _AFTER_LAST_BLOCK
+        else:
+            positions[name] = previous_block_id
+    return positions
 
 
 def detect_layers(names: Iterable[str]) -> LayerMap:
@@ -66,36 +239,18 @@ def detect_layers(names: Iterable[str]) -> LayerMap:
     Returns:
         The `LayerMap`; its ``num_layers`` is 0 when no block was found.
     """
-    ordered = list(names)
-    block_of: dict[str, tuple[str, int]] = {}
-    stack_sizes: dict[str, int] = {}  # in order of first appearance
-    for name in ordered:
-        found = _BLOCK.search(name)
-        if found is None:
-            continue
-        stack = name[: found.start(1)]
-        index = int(found.group(1))
-        block_of[name] = (stack, index)
-        stack_sizes[stack] = max(stack_sizes.get(stack, 0), index + 1)
-
-    offsets: dict[str, int] = {}
+    ordered = tuple(names)
+    blocks, stacks = _number_blocks(ordered)
+    stack_offsets: dict[str, int] = {}
     total = 0
-    for stack, size in stack_sizes.items():
-        offsets[stack] = total
+    for stack, size in stacks.items():
+        stack_offsets[stack] = total
         total += size
-
-    last_block_position = max((i for i, name in enumerate(ordered) if name in block_of), default=-1)
-    positions: dict[str, int] = {}
-    previous_block_id = 0
-    for position, name in enumerate(ordered):
-        if name in block_of:
-            stack, index = block_of[name]
-            previous_block_id = offsets[stack] + index + 1
-            positions[name] = previous_block_id
-        elif _EMBEDDING_SEGMENT.search(name):
-            positions[name] = 0
-        elif position > last_block_position:
-            positions[name] = _AFTER_LAST_BLOCK
-        else:
-            positions[name] = previous_block_id
-    return LayerMap(positions=positions, num_layers=total)
+    joined = {name: stack_offsets[stack] + block_id for name, (stack, block_id) in blocks.items()}
+    return LayerMap(
+        positions=_positions_within(ordered, joined),
+        num_layers=total,
+        stacks=MappingProxyType(stacks),
+        blocks=MappingProxyType(blocks),
+        order=ordered,
+    )

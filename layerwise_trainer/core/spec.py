@@ -47,9 +47,12 @@ GROUP_KEYS = (
     "num_layers",
     *SCHEDULE_KEYS,
     "gradual_unfreeze",
+    "layer_stacks",
 )
-TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched", "gradual_unfreeze", "no_weight_decay")
+TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched", "gradual_unfreeze", "no_weight_decay", "layer_stacks")
 UNMATCHED_POLICIES = ("default", "error")
+# How layer decay numbers a group's blocks when they sit in several stacks (an encoder and a decoder).
+LAYER_STACKS = ("joined", "separate")
 # Keys that torch or the LR scheduler set on a param group themselves.
 RESERVED_OPTION_KEYS = ("params", "initial_lr")
 
@@ -105,6 +108,13 @@ def _layer_decay(value: Any, key: str = "layer_decay") -> float:
     if not 0 < number <= 1:
         raise SpecError(f"expected {expected}, got {describe_value(value)}", path=(key,))
     return number
+
+
+def _layer_stacks(value: Any) -> str:
+    if value not in LAYER_STACKS:
+        expected = " or ".join(map(repr, LAYER_STACKS))
+        raise SpecError(f"expected {expected}, got {describe_value(value)}", path=("layer_stacks",))
+    return value
 
 
 def _positive_int(value: Any, key: str, maximum: int) -> int:
@@ -197,7 +207,12 @@ class GroupSpec:
         layer_decay: Layer-wise LR decay ratio in (0, 1]; the spec's top-level value when not given.
             1 turns decay off for this group.
         num_layers: The number of transformer blocks ``L`` to decay over, instead of the number
-            detected in the model; at most `MAX_NUM_LAYERS` (10,000).
+            detected in the model (in the group's stack, when it decays within one); at most
+            `MAX_NUM_LAYERS` (10,000).
+        layer_stacks: How layer decay numbers blocks of several stacks (an encoder and a decoder, a vision
+            tower and a language model): ``"separate"``, each stack from its own top; ``"joined"``, one
+            sequence through the stacks. When not given, the spec's top-level value; without that, a group
+            whose blocks sit in one stack decays within it and a group over several stacks is joined.
         start: When the group starts (``100`` optimizer steps, ``{epochs: 1}``, ``{fraction: 0.25}``);
             before it the group's rate is 0 and its parameters get no gradients.
         warmup: The group's own linear warm-up from its start (``50`` steps or ``{ratio: 0.1}`` of the
@@ -226,6 +241,7 @@ class GroupSpec:
     freeze: bool = False
     layer_decay: float | None = None
     num_layers: int | None = None
+    layer_stacks: str | None = None
     start: ScheduleAmount | int | Mapping[str, float] | None = None
     warmup: ScheduleAmount | int | Mapping[str, float] | None = None
     schedule: str | None = None
@@ -262,6 +278,8 @@ class GroupSpec:
             set_field(self, "layer_decay", _layer_decay(self.layer_decay))
         if self.num_layers is not None:
             set_field(self, "num_layers", _positive_int(self.num_layers, "num_layers", MAX_NUM_LAYERS))
+        if self.layer_stacks is not None:
+            set_field(self, "layer_stacks", _layer_stacks(self.layer_stacks))
         self._normalise_schedule_keys()
         if not isinstance(self.options, Mapping):
             raise SpecError(f"expected a mapping, got {describe_value(self.options)}", path=("options",))
@@ -334,7 +352,7 @@ class GroupSpec:
             "name": self.name,
             "match": self.match[0] if len(self.match) == 1 else list(self.match),
         }
-        for key in ("lr", "lr_scale", "weight_decay", "layer_decay", "num_layers"):
+        for key in ("lr", "lr_scale", "weight_decay", "layer_decay", "num_layers", "layer_stacks"):
             if getattr(self, key) is not None:
                 result[key] = getattr(self, key)
         if self.freeze:
@@ -360,6 +378,8 @@ class LayerwiseSpec:
         groups: The groups; a parameter belongs to the first group whose patterns match its name.
         layer_decay: Layer-wise LR decay ratio for every group that sets none (the ``default``
             group included).
+        layer_stacks: ``"separate"`` or ``"joined"`` for every group that sets none (the ``default`` group
+            included); see `GroupSpec`.
         unmatched: ``"default"``: trainable parameters no group matches form a group named
             ``default`` with the base hyperparameters; ``"error"``: they are an error.
         gradual_unfreeze: ``{every: K}``: every group with layer decay (the ``default`` group included)
@@ -379,6 +399,7 @@ class LayerwiseSpec:
 
     groups: Sequence[GroupSpec] = ()
     layer_decay: float | None = None
+    layer_stacks: str | None = None
     unmatched: Literal["default", "error"] = "default"
     gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | None = None
     no_weight_decay: str | Sequence[str] = ()
@@ -414,6 +435,7 @@ class LayerwiseSpec:
             seen[group.name] = index
         if self.layer_decay is not None:
             object.__setattr__(self, "layer_decay", _layer_decay(self.layer_decay))
+        self._check_layer_stacks()
         if self.unmatched not in UNMATCHED_POLICIES:
             raise SpecError(
                 f"expected one of {', '.join(map(repr, UNMATCHED_POLICIES))}, got {describe_value(self.unmatched)}",
@@ -426,6 +448,32 @@ class LayerwiseSpec:
             object.__setattr__(self, "no_weight_decay", ())
         else:
             object.__setattr__(self, "no_weight_decay", _patterns(self.no_weight_decay, "no_weight_decay"))
+
+    def _check_layer_stacks(self) -> None:
+        if self.layer_stacks is not None:
+            object.__setattr__(self, "layer_stacks", _layer_stacks(self.layer_stacks))
+        for index, group in enumerate(self.groups):
+            if group.layer_stacks is not None and self.layer_decay_of(group) is None:
+                raise SpecError(
+                    "layer_stacks says how layer decay numbers the blocks, and this group has no layer decay; "
+                    "set layer_decay or remove layer_stacks",
+                    path=(f"groups[{index}]", "layer_stacks"),
+                    group=group.name,
+                )
+        decayed = self.layer_decay is not None or any(group.layer_decay is not None for group in self.groups)
+        if self.layer_stacks is not None and not decayed:
+            raise SpecError(
+                "layer_stacks says how layer decay numbers the blocks, and no group has layer decay; set "
+                "layer_decay (at the top level or in a group) or remove layer_stacks",
+                path=("layer_stacks",),
+            )
+
+    def layer_stacks_of(self, group: GroupSpec | None) -> str | None:
+        """How a group (None: the ``default`` group) numbers several stacks: its own, else the spec's; None
+        when neither says (one stack: within it; several: joined)."""
+        if group is not None and group.layer_stacks is not None:
+            return group.layer_stacks
+        return self.layer_stacks
 
     def _normalise_gradual_unfreeze(self) -> None:
         every = self.gradual_unfreeze
@@ -475,6 +523,8 @@ class LayerwiseSpec:
         result: dict[str, Any] = {"groups": [group.to_dict() for group in self.groups]}
         if self.layer_decay is not None:
             result["layer_decay"] = self.layer_decay
+        if self.layer_stacks is not None:
+            result["layer_stacks"] = self.layer_stacks
         if self.unmatched != "default":
             result["unmatched"] = self.unmatched
         if isinstance(self.gradual_unfreeze, ScheduleAmount):
@@ -532,6 +582,7 @@ def _spec_from_mapping(raw: Mapping[Any, Any]) -> LayerwiseSpec:
     return LayerwiseSpec(
         groups=groups,
         layer_decay=raw.get("layer_decay"),
+        layer_stacks=raw.get("layer_stacks"),
         unmatched=raw.get("unmatched", "default"),
         gradual_unfreeze=raw.get("gradual_unfreeze"),
         no_weight_decay=raw.get("no_weight_decay", ()),
