@@ -281,9 +281,10 @@ def _group_count_difference(saved: Sequence[Mapping[str, Any]], current: Sequenc
     return None
 
 
-def _hyperparameter_difference(
+def saved_hyperparameter_difference(
     saved: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], optimizer_label: str
 ) -> str | None:
+    """Why saved param groups belong to another optimizer (their hyperparameter keys differ), or None."""
     saved_keys, current_keys = _hyperparameter_keys(saved[0]), _hyperparameter_keys(current[0])
     if saved_keys == current_keys:
         return None
@@ -316,7 +317,7 @@ def check_saved_optimizer(
     saved = _saved_optimizer_groups(checkpoint)
     if not saved or not current_groups:
         return
-    problem = _group_count_difference(saved, current_groups) or _hyperparameter_difference(
+    problem = _group_count_difference(saved, current_groups) or saved_hyperparameter_difference(
         saved, current_groups, optimizer_label
     )
     if problem is None:

@@ -32,17 +32,17 @@ from transformers import Trainer
 from .checkpoint_layout import (
     OPTIMIZER_FILE,
     CheckpointLayoutError,
-    _hyperparameter_difference,
     layout_matches,
     load_layout,
     optimizer_layout,
     plan_layout,
+    saved_hyperparameter_difference,
 )
 from .core.group_scheduler import GroupScheduler
 from .core.grouping import GroupPlan
 from .core.optimizer_state_transfer import NOT_PER_PARAMETER, StateTransfer, StateTransferError, transfer_state
 from .distributed import check_same_on_every_rank
-from .scheduling import _FollowsBaseRate
+from .scheduling import ProportionalGreedyLR, ProportionalReduceLROnPlateau
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def check_transfer_supported(trainer: Any, checkpoint: Any) -> None:
 
 
 def _hyperparameters(group: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    return {"lr": group["lr"], "weight_decay": group["weight_decay"], **group.get("options", {}), **extra}
+    return {"lr": group["lr"], "weight_decay": group["weight_decay"], **extra, **group.get("options", {})}
 
 
 def layout_groups(layout: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -186,7 +186,7 @@ def plan_transfer(
     _check_same_optimizer(checkpoint, saved_layout, current_layout)
     label = str((current_layout.get("optimizer") or {}).get("class", "the optimizer")).rsplit(".", 1)[-1]
     if not (saved_layout or {}).get("optimizer"):  # no layout, or one of version 1: no optimizer recorded
-        problem = _hyperparameter_difference(saved_state["param_groups"], current_param_groups, label)
+        problem = saved_hyperparameter_difference(saved_state["param_groups"], current_param_groups, label)
         if problem is not None:
             raise _refused(checkpoint, problem)
     if saved_layout is None:
@@ -219,7 +219,7 @@ def continue_schedule(scheduler: Any, saved: Mapping[str, Any], checkpoint: Any 
     Raises:
         CheckpointLayoutError: A scheduler whose position cannot be taken from the saved state.
     """
-    if isinstance(scheduler, _FollowsBaseRate):
+    if isinstance(scheduler, (ProportionalReduceLROnPlateau, ProportionalGreedyLR)):
         if "base_rate" not in saved:
             raise _refused(checkpoint, "its scheduler state has no base rate to continue the plateau schedule from")
         scheduler.load_state_dict({key: value for key, value in saved.items() if key not in _PLATEAU_BUILT_FROM_SPEC})
