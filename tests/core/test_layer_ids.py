@@ -50,6 +50,9 @@ def test_single_stack_models(family):
         for name in names
     }
     assert actual == expected
+    # One stack: the ids within it are the model-wide ids, so a one-stack model decays exactly as before.
+    (stack,) = layers.stacks
+    assert {name: layers.layer_id_in(stack, name) for name in names} == expected
 
 
 def test_deberta_places_the_final_encoder_norm_after_the_blocks():

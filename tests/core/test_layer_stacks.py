@@ -305,6 +305,7 @@ def test_the_plan_shows_the_stack_and_the_id():
     plan = resolve(
         "t5", [{"name": "decoder", "match": "decoder.*", "layer_decay": RATIO}, {"name": "rest", "match": "*"}]
     )
+    # decoder/layer_0 is T5's shared embedding, which decoder.* matches by its tied name decoder.embed_tokens.weight.
     assert render_table(plan).splitlines() == [
         "group            tensors  parameters     lr  weight decay  no-decay tensors  frozen  stack    layer",
         "---------------  -------  ----------  -----  ------------  ----------------  ------  -------  -----",
