@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -14,6 +15,7 @@ from helpers import RandomClassificationData, tiny_bert, training_args
 from transformers import Trainer, TrainerCallback
 
 from layerwise_trainer import LayerwiseTrainer
+from layerwise_trainer import optimizer_state_transfer as transfer_module
 from layerwise_trainer.checkpoint_layout import LAYOUT_FILE, CheckpointLayoutError, optimizer_layout, plan_layout
 from layerwise_trainer.core.group_scheduler import GroupRateFactor, GroupScheduler
 from layerwise_trainer.optimizer_state_transfer import (
@@ -118,8 +120,14 @@ def resume(tmp_path, checkpoint, spec, max_steps=6, switch=True, **overrides):
 
 @pytest.fixture(scope="module")
 def changed_resume(saved_run, tmp_path_factory):
+    """The resume with spec CHANGED, and what its ranks compared (recorded in place of the comparison)."""
     _, checkpoint = saved_run
-    return resume(tmp_path_factory.mktemp("changed"), checkpoint, CHANGED)
+    compared = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transfer_module, "check_same_on_every_rank", lambda value, what: compared.append((value, what)))
+        trainer, loaded = resume(tmp_path_factory.mktemp("changed"), checkpoint, CHANGED)
+    loaded.compared = compared
+    return trainer, loaded
 
 
 def test_every_carried_state_is_the_saved_state_of_that_parameter_name(saved_run, changed_resume):
@@ -390,3 +398,9 @@ def test_a_checkpoint_without_optimizer_state_has_nothing_to_carry(saved_run, tm
     assert f"{copy} has no optimizer.pt: there is no optimizer state to carry" in caplog.text
     assert resumed.resume_transfer is None and loaded.state == {}
     assert resumed.state.global_step == 4
+
+
+def test_every_rank_compares_its_transfer_before_loading_it(changed_resume):
+    trainer, loaded = changed_resume
+    rows = json.dumps(trainer.resume_transfer.to_data(), sort_keys=True).encode("utf-8")
+    assert loaded.compared == [(hashlib.sha256(rows).hexdigest(), "the optimizer state transfers")]
