@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 from transformers import Trainer
 
+from ..core.parameter_names import user_model
 from ..errors import SpecError
 from ..trainer import LayerwiseTrainerMixin
 
@@ -153,13 +154,29 @@ class LayerwiseLossModelMixin(LayerwiseTrainerMixin):
     _model_with_loss: ModelWithLoss | None = None
 
     def _with_loss(self, model: nn.Module) -> nn.Module:
-        """`ModelWithLoss` for the Trainer's own model; any other module (already one, or wrapped) as it is."""
-        trainer: Trainer = self  # type: ignore[assignment]
-        if model is not trainer.model:
+        """`ModelWithLoss` for the model the loss trains (DDP and ``torch.compile`` looked through).
+
+        Raises:
+            SpecError: The optimizer is built on a module the loss does not hold (an FSDP wrapper) while the
+                loss has parameters of its own, which would be left out.
+        """
+        if isinstance(model, ModelWithLoss):
             return model
         loss = getattr(self, "loss", None)
-        if self._model_with_loss is None or not self._model_with_loss.holds(model, loss):
-            self._model_with_loss = ModelWithLoss(model, loss)
+        losses = [
+            item for item in (loss.values() if isinstance(loss, Mapping) else [loss]) if isinstance(item, nn.Module)
+        ]
+        own_model = user_model(model)
+        if not any(module is own_model for item in losses for module in item.modules()):
+            if any(loss_own_parameters(item, own_model) is not None for item in losses):
+                raise SpecError(
+                    f"the optimizer is built on a {type(model).__name__} that the loss does not hold, so the "
+                    "loss's own parameters (loss.*) could not be given to it; train without FSDP, or with a "
+                    "loss without parameters of its own"
+                )
+            return model
+        if self._model_with_loss is None or not self._model_with_loss.holds(own_model, loss):
+            self._model_with_loss = ModelWithLoss(own_model, loss)
         return self._model_with_loss
 
     def get_optimizer_cls_and_kwargs(self, args: Any, model: nn.Module | None = None) -> tuple[Any, Any]:

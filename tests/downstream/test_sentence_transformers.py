@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 pytest.importorskip("sentence_transformers", reason="the [downstream] extra is not installed")
 
@@ -175,3 +176,17 @@ def test_the_plain_mixin_is_refused_naming_the_ready_trainer(model, tmp_path):
             model=model, args=arguments(tmp_path), train_dataset=pair_classification_data(), loss=softmax_loss(model),
             param_groups=[{"name": "body", "match": "0.*"}],
         )  # fmt: skip
+
+
+def test_an_optimizer_on_a_module_the_loss_does_not_hold_is_refused_when_the_loss_has_parameters(model, tmp_path):
+    trainer = LayerwiseSentenceTransformerTrainer(
+        model=model, args=arguments(tmp_path), train_dataset=pair_classification_data(), loss=softmax_loss(model),
+        param_groups=[{"name": "body", "match": "0.*"}],
+    )  # fmt: skip
+    stand_in_for_a_sharded_model = torch.nn.Linear(2, 2)
+    with pytest.raises(SpecError) as error:
+        trainer.create_optimizer(stand_in_for_a_sharded_model)
+    assert str(error.value) == (
+        "the optimizer is built on a Linear that the loss does not hold, so the loss's own parameters (loss.*) "
+        "could not be given to it; train without FSDP, or with a loss without parameters of its own"
+    )
