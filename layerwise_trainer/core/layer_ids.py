@@ -73,6 +73,7 @@ class LayerMap:
     # Computed on first use: ids within each stack, and each name's position in the model's order.
     _within: dict[str, Mapping[str, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _first_blocks: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def layer_id_of(self, name: str, num_layers: int | None = None) -> int:
         """The joined layer id of parameter ``name``; ``num_layers`` replaces the detected ``L``."""
@@ -141,7 +142,10 @@ class LayerMap:
         return self._index[name]
 
     def _first_block_position(self, stack: str) -> int:
-        return min(self._position_of(name) for name, (own, _) in self.blocks.items() if own == stack)
+        if not self._first_blocks:
+            for name, (own, _) in self.blocks.items():
+                self._first_blocks.setdefault(own, self._position_of(name))  # blocks are in the model's order
+        return self._first_blocks[stack]
 
 
 def _shared_segments(stack: str, name: str) -> int:
@@ -168,38 +172,39 @@ def _short_labels(stacks: list[str]) -> dict[str, str]:
 
 def _block_pairs(names: Sequence[str]) -> dict[str, tuple[str, int]]:
     """Parameter name -> (the concrete path before its block index, the index), for parameters in a block."""
-    stage_containers = set()
+    first: dict[str, re.Match[str]] = {}
+    inner: dict[str, re.Match[str]] = {}  # a ``blocks`` pair inside the first pair: the first pair is a stage
     for name in names:
-        pairs = list(_BLOCK.finditer(name))
-        if any(pair.group(1) == _STAGED_BLOCKS for pair in pairs[1:]):
-            stage_containers.add(name[: pairs[0].start(2)])
-    found: dict[str, tuple[str, int]] = {}
-    for name in names:
-        pairs = list(_BLOCK.finditer(name))
-        if not pairs:
+        block = _BLOCK.search(name)
+        if block is None:
             continue
-        block = pairs[0]
-        if name[: block.start(2)] in stage_containers:
-            inner = [pair for pair in pairs[1:] if pair.group(1) == _STAGED_BLOCKS]
-            if not inner:
+        first[name] = block
+        if _STAGED_BLOCKS + "." in name[block.end() :]:
+            nested = [pair for pair in _BLOCK.finditer(name, block.end()) if pair.group(1) == _STAGED_BLOCKS]
+            if nested:
+                inner[name] = nested[0]
+    stage_containers = {name[: first[name].start(2)] for name in inner}
+    found: dict[str, tuple[str, int]] = {}
+    for name, block in first.items():
+        if stage_containers and name[: block.start(2)] in stage_containers:
+            if name not in inner:
                 continue  # a stage's own parameter (Swin's downsample), outside its blocks
-            block = inner[0]
+            block = inner[name]
         found[name] = (name[: block.start(2) - 1], int(block.group(2)))
     return found
-
-
-def _stack_path(concrete: str) -> str:
-    """The path of a block's stack: its concrete path with stage indices written ``*``."""
-    return _INDEX_SEGMENT.sub("*", concrete)
 
 
 def _number_blocks(names: Sequence[str]) -> tuple[dict[str, tuple[str, int]], dict[str, int]]:
     """Each block parameter's (stack, id within the stack), and each stack's number of blocks."""
     pairs = _block_pairs(names)
+    stack_of: dict[str, str] = {}  # concrete path -> its stack: stage indices written "*"
     segment_sizes: dict[str, dict[str, int]] = {}  # stack -> concrete path -> blocks, in order of appearance
     for concrete, index in pairs.values():
-        sizes = segment_sizes.setdefault(_stack_path(concrete), {})
-        sizes[concrete] = max(sizes.get(concrete, 0), index + 1)
+        if concrete not in stack_of:
+            stack_of[concrete] = _INDEX_SEGMENT.sub("*", concrete)
+        sizes = segment_sizes.setdefault(stack_of[concrete], {})
+        if sizes.get(concrete, 0) <= index:
+            sizes[concrete] = index + 1
     offsets: dict[str, int] = {}
     stacks: dict[str, int] = {}
     for stack, sizes in segment_sizes.items():
@@ -208,7 +213,7 @@ def _number_blocks(names: Sequence[str]) -> tuple[dict[str, tuple[str, int]], di
             offsets[concrete] = total
             total += size
         stacks[stack] = total
-    blocks = {name: (_stack_path(concrete), offsets[concrete] + index + 1) for name, (concrete, index) in pairs.items()}
+    blocks = {name: (stack_of[concrete], offsets[concrete] + index + 1) for name, (concrete, index) in pairs.items()}
     return blocks, stacks
 
 
