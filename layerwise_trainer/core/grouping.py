@@ -418,7 +418,8 @@ class _GroupBuilder:
 
     def _numberings(self, settings: _Settings, trainable: Sequence[_Tensor]) -> list[_Numbering]:
         """How the group's tensors are numbered: one numbering, or one per stack under separate decay."""
-        stacks = list(dict.fromkeys(s for s in (self.layers.stack_of(t.name) for t in trainable) if s is not None))
+        in_blocks = (self.layers.stack_of(tensor.name) for tensor in trainable)
+        stacks = list(dict.fromkeys(stack for stack in in_blocks if stack is not None))
         mode = settings.layer_stacks or ("separate" if len(stacks) == 1 else "joined")
         if mode == "joined" or not stacks:
             num_layers = self._num_layers(settings, trainable)
@@ -523,12 +524,19 @@ class _GroupBuilder:
     ) -> list[PlannedGroup]:
         decay = [tensor for tensor in tensors if tensor.name in self.decayed]
         no_decay = [tensor for tensor in tensors if tensor.name not in self.decayed]
-        where = {"layer_id": layer_id, "timing": timing, "stack": stack}
         planned = []
         if decay:
-            planned.append(self._planned(name, settings, decay, lr, settings.weight_decay, **where))
+            planned.append(
+                self._planned(
+                    name, settings, decay, lr, settings.weight_decay, layer_id=layer_id, timing=timing, stack=stack
+                )
+            )
         if no_decay:
-            planned.append(self._planned(name, settings, no_decay, lr, 0.0, no_decay=True, **where))
+            planned.append(
+                self._planned(
+                    name, settings, no_decay, lr, 0.0, layer_id=layer_id, no_decay=True, timing=timing, stack=stack
+                )
+            )
         return planned
 
     @staticmethod
