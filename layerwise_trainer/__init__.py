@@ -38,6 +38,8 @@ _EXPORTS = {
     "group_learning_rates": "callback",
     "build_param_groups": "optimizer_choice",
     "CheckpointLayoutError": "checkpoint_layout",
+    "StateTransfer": "core.optimizer_state_transfer",
+    "GroupTransfer": "core.optimizer_state_transfer",
     # The core: spec -> groups.
     "SpecError": "errors",
     "parse_spec": "core.spec",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_architecture.py keep
     from .core.group_table import plan_to_data, render_table
     from .core.grouping import GroupPlan, PlannedGroup, resolve_groups
     from .core.layer_ids import LayerMap, detect_layers
+    from .core.optimizer_state_transfer import GroupTransfer, StateTransfer
     from .core.spec import (
         MAX_GROUPS,
         MAX_NUM_LAYERS,
