@@ -269,5 +269,13 @@ def test_spec_keys_are_the_documented_ones():
         "schedule",
         "min_lr_ratio",
         "gradual_unfreeze",
+        "layer_stacks",
     )
-    assert TOP_LEVEL_KEYS == ("groups", "layer_decay", "unmatched", "gradual_unfreeze", "no_weight_decay")
+    assert TOP_LEVEL_KEYS == (
+        "groups",
+        "layer_decay",
+        "unmatched",
+        "gradual_unfreeze",
+        "no_weight_decay",
+        "layer_stacks",
+    )
