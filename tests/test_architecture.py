@@ -128,7 +128,6 @@ def _run_without(blocked: list[str], code: str) -> subprocess.CompletedProcess[s
 def test_the_downstream_trainers_import_their_project_only_when_used():
     code = (
         "import layerwise_trainer, layerwise_trainer.downstream\n"
-        "from layerwise_trainer import LayerwiseTrainer\n"
         "print(sorted(name for name in ('sentence_transformers', 'trl') if sys.modules.get(name) is not None))\n"
     )
     result = _run_without([], code)
