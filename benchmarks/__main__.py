@@ -8,7 +8,15 @@ import sys
 
 from .common import Settings, environment, render_markdown, write_results
 
-BENCHMARKS = ("group_building", "throughput", "frozen_body", "optimizer_step", "logging_cost", "staged_start")
+BENCHMARKS = (
+    "group_building",
+    "throughput",
+    "frozen_body",
+    "optimizer_step",
+    "logging_cost",
+    "staged_start",
+    "diagnostics_cost",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
