@@ -45,7 +45,13 @@ def _stock_decay_rule(model: nn.Module) -> list[str]:
 
 
 class LayerwiseTrainerMixin:
-    """Adds a ``param_groups`` spec to any ``transformers.Trainer`` subclass.
+    """Adds a ``param_groups`` spec to a ``transformers.Trainer`` subclass.
+
+    The subclass's optimizer must be the stock ``create_optimizer``'s, built from the class and keyword
+    arguments of ``get_optimizer_cls_and_kwargs``: ``Seq2SeqTrainer`` and TRL's ``SFTTrainer`` and
+    ``DPOTrainer`` are run in CI. A Trainer that returns param groups of its own there is refused
+    (sentence-transformers' Trainers: use ``layerwise_trainer.downstream.LayerwiseSentenceTransformerTrainer``).
+    With a spec, a parent's own ``create_optimizer`` is not called.
 
     Put it first in the bases: ``class MyTrainer(LayerwiseTrainerMixin, SFTTrainer)``. With no spec
     the Trainer behaves exactly as without the mixin.
