@@ -1,20 +1,21 @@
 """The picture of the per-group diagnostics: gradient norm, update ratio and weight norm against the step.
 
 Drawn from the keys `GroupDiagnosticsCallback` logs (``group_diagnostics=True``), in the colour each group
-has in ``learning_rates.png``. Gradient norms and update ratios differ between groups by orders of magnitude
-(in the default run the head's update ratio is about 10 times the embeddings'), so both panels are
-logarithmic. A logarithmic axis has no 0, and a group logs 0 while it has not started (no gradient, no
-update) and its update ratio is 0 at a step whose rate is 0: a 0 is left out, a gap in the line, and a
-group that starts later has its start marked by a dotted line in its colour, as in ``learning_rates.png``.
-The weight norm is drawn relative to its first logged value, so that the slow drift the diagnostics page
-reads (growth: too little weight decay; a fall: too much) shows for every group on one linear axis.
+has in ``learning_rates.png``. Gradient norms and update ratios span orders of magnitude, between groups
+and over a run (in the default run, gradient norms from 4e-4 to 40, update ratios from 3e-2 down to 9e-7
+as the linear schedule runs out), so both panels are logarithmic. A logarithmic axis has no 0, and a group
+logs 0 while it has not started (no gradient, no update) and its update ratio is 0 at a step whose rate is
+0: a 0 is left out, a gap in the line, and a group that starts later has its start marked by a dotted line
+in its colour, as in ``learning_rates.png``. The weight norm is drawn relative to its first logged value,
+so that the slow drift the diagnostics page reads (growth: too little weight decay; a fall: too much) shows
+for every group on one linear axis.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,31 +109,47 @@ def diagnostics_figure(
     panels = ((gradients, GRAD_NORM_PREFIX, _positive), (updates, UPDATE_RATIO_PREFIX, _positive),
               (weights, PARAM_NORM_PREFIX, _relative_to_first))  # fmt: skip
     for name in names:
-        start = staged.get(name, 0)
-        _, gradient_norms = _series(entries, GRAD_NORM_PREFIX + name)
-        label = _label(name, start, gradient_norms)
-        for axes, prefix, transform in panels:
-            kind = prefix.rstrip("/")
-            steps, values = _series(entries, prefix + name)
-            axes.plot(steps, transform(values), color=colors[name], label=label, gid=f"{kind}:{name}")
-            if start > 0:
-                axes.axvline(start, linestyle=":", color=colors[name], alpha=0.8, gid=f"start-{kind}:{name}")
-
-    steps, totals = _series(entries, "grad_norm")
-    if steps:
-        gradients.plot(steps, _positive(totals), color="black", linewidth=0.8, alpha=0.5,
-                       label="all groups (grad_norm)", gid="total:grad_norm")  # fmt: skip
-    updates.axhline(UPDATE_RATIO_GUIDE, linestyle="--", color="gray", linewidth=0.8,
-                    label="1e-3 (rule of thumb for Adam)", gid="guide:update_ratio")  # fmt: skip
+        _draw_group(panels, entries, name, colors[name], staged.get(name, 0))
+    _draw_guides(gradients, updates, entries)
     _decorate(gradients, "gradient norm", log=True)
     _decorate(updates, "update ratio", log=True)
     _decorate(weights, "weight norm / first", log=False)
     gradients.set_title(title or "diagnostics per group")
-    gradients.legend(fontsize="small", ncol=2 if len(names) > 6 else 1, loc="best")
+    # Below the panels: inside, six groups hide the top panel's highest norms.
+    groups = [line for line in gradients.get_lines() if not line.get_gid().startswith("start-")]
+    figure.legend(handles=groups, fontsize="small", ncol=max(1, min(4, len(groups))), loc="outside lower center")
     updates.legend(handles=[line for line in updates.get_lines() if line.get_gid() == "guide:update_ratio"],
                    fontsize="small", loc="best")  # fmt: skip
     weights.set_xlabel("step")
     return figure
+
+
+def _draw_group(
+    panels: Sequence[tuple[Axes, str, Callable[[Sequence[float]], list[float]]]],
+    entries: Sequence[Mapping[str, Any]],
+    name: str,
+    color: str,
+    start: int,
+) -> None:
+    """One group's line on every panel, and the dotted line at its start when it starts later."""
+    label = _label(name, start, _series(entries, GRAD_NORM_PREFIX + name)[1])
+    for axes, prefix, transform in panels:
+        kind = prefix.rstrip("/")
+        steps, values = _series(entries, prefix + name)
+        axes.plot(steps, transform(values), color=color, label=label, gid=f"{kind}:{name}")
+        if start > 0:
+            axes.axvline(start, linestyle=":", color=color, alpha=0.8, gid=f"start-{kind}:{name}")
+
+
+def _draw_guides(gradients: Axes, updates: Axes, entries: Sequence[Mapping[str, Any]]) -> None:
+    """The Trainer's ``grad_norm`` (every group together) and the update ratio's rule of thumb."""
+    steps, totals = _series(entries, "grad_norm")
+    if steps:
+        # Broad, grey and beneath the groups: it runs along the largest group's line.
+        gradients.plot(steps, _positive(totals), color="0.6", linewidth=3, alpha=0.5, zorder=1,
+                       label="all groups (grad_norm)", gid="total:grad_norm")  # fmt: skip
+    updates.axhline(UPDATE_RATIO_GUIDE, linestyle="--", color="gray", linewidth=0.8,
+                    label="1e-3 (rule of thumb for Adam)", gid="guide:update_ratio")  # fmt: skip
 
 
 def _label(name: str, start: int, gradient_norms: Sequence[float]) -> str:

@@ -85,6 +85,13 @@ def test_norms_and_ratios_are_drawn_on_log_scales_with_each_0_a_gap():
     assert [axes.get_yscale() for axes in figure.axes] == ["log", "log", "linear"]
 
 
+def test_the_legend_below_the_panels_names_each_group_once_and_the_total():
+    figure = diagnostics_figure(STAGED_LOG)
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["head", "body (starts after step 3)",
+                                                               "all groups (grad_norm)"]  # fmt: skip
+
+
 def test_the_weight_norm_is_drawn_relative_to_its_first_logged_value():
     artists = artists_by_gid(diagnostics_figure(STAGED_LOG))
     _, head = artists["param_norm:head"]
