@@ -61,11 +61,13 @@ _EXPORTS = {
     "plan_to_data": "core.group_table",
     # The application.
     "plot_learning_rates": "app.lr_plot",
+    "plot_diagnostics": "app.diagnostics_plot",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_architecture.py keeps it equal to the table
+    from .app.diagnostics_plot import plot_diagnostics
     from .app.lr_plot import plot_learning_rates
     from .callback import GroupLearningRateCallback, group_learning_rates
     from .checkpoint_layout import CheckpointLayoutError
