@@ -229,7 +229,7 @@ def run_training(config: RunConfig) -> RunResult:
             param_groups=spec,
         )
         _with_epoch_summary(trainer)
-        train_result = trainer.train()
+        train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
         metrics: dict[str, Any] = {"train": train_result.metrics}
         if "validation" in encoded:
             metrics["validation"] = trainer.evaluate(encoded["validation"], metric_key_prefix="eval")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -125,6 +126,8 @@ def training_value_problem(key: str, value: Any) -> str | None:
         return f"expected one of {some_names(choices, shown=4)}, got {describe_value(value)}{hint}"
     if not any(_fits(arm, value) for arm in arms) or not _in_range(value, BOUNDS.get(key)):
         return f"expected {_expected(key, arms)}, got {describe_value(value)}"
+    if key == "resume_from_checkpoint" and isinstance(value, str) and not os.path.isdir(value):
+        return f"expected a checkpoint directory, got {describe_value(value)}, which is not a directory"
     return None
 
 

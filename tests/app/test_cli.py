@@ -336,6 +336,12 @@ def test_the_bare_command_prints_the_usage_and_exits_2():
             "training.learning_rate: expected a finite number >= 0, got 'fast' (str)",
         ),
         (
+            ["train", "--set", "training.resume_from_checkpoint=outputs/run/checkpoint-9"],
+            "train",
+            "training.resume_from_checkpoint: expected a checkpoint directory, got 'outputs/run/checkpoint-9' (str), "
+            "which is not a directory",
+        ),
+        (
             ["train", "--print-config", "--set", "model.from_config.hidden_size=fast"],
             "train",
             "model.from_config.hidden_size: expected int, got 'fast' (str)",
