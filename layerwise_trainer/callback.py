@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -43,6 +43,22 @@ def group_learning_rates(param_groups: Iterable[Mapping[str, Any]]) -> dict[str,
 
 def _same(left: Any, right: Any) -> bool:
     return left is right or left == right
+
+
+CallbackT = TypeVar("CallbackT", bound=TrainerCallback)
+
+
+def install_first(trainer: Any, callback: CallbackT) -> CallbackT:
+    """Put ``callback`` first in ``trainer``'s callbacks (moving it if it is there already).
+
+    The Trainer copies a log entry into ``state.log_history`` and then calls the callbacks in order; a
+    callback placed first adds its keys before any reporting integration runs.
+    """
+    callbacks = trainer.callback_handler.callbacks
+    if callback in callbacks:
+        callbacks.remove(callback)
+    callbacks.insert(0, callback)
+    return callback
 
 
 def add_to_log_entry(state: TrainerState, logs: dict[str, Any], entry: Mapping[str, Any]) -> None:
@@ -130,13 +146,7 @@ class GroupLearningRateCallback(TrainerCallback):
         Returns:
             The installed callback.
         """
-        if callback is None:
-            callback = cls(**kwargs)
-        callbacks = trainer.callback_handler.callbacks
-        if callback in callbacks:
-            callbacks.remove(callback)
-        callbacks.insert(0, callback)
-        return callback
+        return install_first(trainer, cls(**kwargs) if callback is None else callback)
 
     def on_train_begin(
         self,

@@ -35,7 +35,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from .callback import add_to_log_entry
+from .callback import add_to_log_entry, install_first
 from .core.group_statistics import UpdateMeasurement, grouped_norms, parameters_with_gradients, summed_over_ranks
 
 logger = logging.getLogger(__name__)
@@ -164,17 +164,8 @@ class GroupDiagnosticsCallback(TrainerCallback):
 
     @classmethod
     def attach(cls, trainer: Any, callback: GroupDiagnosticsCallback | None = None) -> GroupDiagnosticsCallback:
-        """Install the callback ahead of the reporting integrations (after the learning-rate callback)."""
-        callback = callback or cls()
-        callbacks = trainer.callback_handler.callbacks
-        if callback in callbacks:
-            callbacks.remove(callback)
-        position = next(
-            (index for index, existing in enumerate(callbacks) if type(existing).__module__.startswith("transformers")),
-            len(callbacks),
-        )
-        callbacks.insert(position, callback)
-        return callback
+        """Install the callback first in ``trainer``'s callbacks, so every reporting integration sees its keys."""
+        return install_first(trainer, callback or cls())
 
     def on_train_begin(
         self,
