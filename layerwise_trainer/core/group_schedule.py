@@ -20,6 +20,8 @@ START_UNITS = ("steps", "epochs", "fraction")
 WARMUP_UNITS = ("steps", "ratio")
 # Far above any run's optimizer steps; keeps a hostile spec from naming a 301-digit step.
 MAX_SCHEDULE_STEPS = 10**12
+# Likewise for epochs, so that epochs x steps per epoch stays a number a float and an int can hold.
+MAX_SCHEDULE_EPOCHS = 10**6
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,10 @@ def parse_amount(value: Any, key: str, units: tuple[str, ...]) -> ScheduleAmount
     unit, amount = next(iter(value.items()))
     if unit == "steps":
         return ScheduleAmount(unit, _steps(amount, key))
-    return ScheduleAmount(unit, _fraction(amount, key, upper_open=unit in ("fraction", "ratio")))
+    number = _fraction(amount, key, upper_open=unit in ("fraction", "ratio"))
+    if unit == "epochs" and number > MAX_SCHEDULE_EPOCHS:
+        raise SpecError(f"expected at most {MAX_SCHEDULE_EPOCHS:,} epochs, got {describe_value(amount)}", path=(key,))
+    return ScheduleAmount(unit, number)
 
 
 def parse_shape(value: Any) -> str:

@@ -82,6 +82,10 @@ def test_schedule_keys_are_not_optimizer_options():
         ({"start": {"fraction": 1}}, "groups[0].start (group 'body'): expected a number in [0, 1), got 1 (int)"),
         ({"start": {"epochs": -1}}, "groups[0].start (group 'body'): expected a number >= 0, got -1 (int)"),
         (
+            {"start": {"epochs": 1e308}},
+            "groups[0].start (group 'body'): expected at most 1,000,000 epochs, got 1e+308 (float)",
+        ),
+        (
             {"start": {"ratio": 0.1}},
             "groups[0].start (group 'body'): expected a whole number of steps or one of {steps: ...}, "
             "{epochs: ...}, {fraction: ...}",
