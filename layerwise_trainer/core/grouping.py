@@ -570,20 +570,43 @@ class _GroupBuilder:
 
 
 def _never_decayed(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -> set[str]:
-    """The names the spec's top-level ``no_weight_decay`` patterns match (any alias of a tensor)."""
+    """The names the spec's top-level ``no_weight_decay`` patterns match (any alias of a tensor).
+
+    One pass of all patterns over the names, as for ``match``; only a pattern no name took first is tried
+    alone, to tell a pattern that matches nothing from one whose names an earlier pattern took.
+    """
     if not spec.no_weight_decay:
         return set()
     patterns = [compile_pattern(text) for text in spec.no_weight_decay]
+    first_match = FirstMatch(patterns)
     matched: set[str] = set()
-    for index, pattern in enumerate(patterns):
-        hits = [tensor for tensor in tensors if FirstMatch([pattern]).index(tensor.aliases) is not None]
-        if not hits:
+    used: set[int] = set()
+    alone_index: int | None = None  # the pattern tried alone, when one is
+    try:
+        for tensor in tensors:
+            position = first_match.index(tensor.aliases)
+            if position is not None:
+                matched.add(tensor.name)
+                used.add(position)
+        aliases = {alias for tensor in tensors for alias in tensor.aliases}
+        for index, pattern in enumerate(patterns):
+            if index in used or (pattern.is_exact and pattern.text in aliases):
+                continue
+            alone, alone_index = FirstMatch([pattern]), index
+            if not pattern.is_exact and any(alone.index(tensor.aliases) is not None for tensor in tensors):
+                continue
             text = spec.no_weight_decay[index]
-            hint = did_you_mean(text, _name_shapes(alias for tensor in tensors for alias in tensor.aliases))
+            hint = did_you_mean(text, _name_shapes(aliases))
             raise SpecError(
                 f"pattern {text!r} matches no parameter of {model_label}{hint}", path=("no_weight_decay", f"[{index}]")
             )
-        matched.update(tensor.name for tensor in hits)
+    except PatternTimeout as timeout:
+        index = timeout.index if alone_index is None else alone_index
+        raise SpecError(
+            f"regular expression {spec.no_weight_decay[index]!r} took more than {MATCH_TIMEOUT_SECONDS:g} s to "
+            "match one name; simplify it (nested repetition such as (a+)+ backtracks exponentially)",
+            path=("no_weight_decay", f"[{index}]"),
+        ) from None
     return matched
 
 
