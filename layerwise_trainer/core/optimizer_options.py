@@ -61,6 +61,13 @@ def check_optimizer_takes_groups(optimizer_cls: Any, optimizer_kwargs: Mapping[s
             "(the spec then sees the loss's parameters under loss.*), or override get_optimizer_cls_and_kwargs "
             "to return transformers.Trainer.get_optimizer_cls_and_kwargs(args, model) when there is a spec"
         )
+    if not is_class and not carried:
+        raise SpecError(
+            f"optimizer {label!r} is a factory that builds the optimizer from the model itself (as Muon and Dion "
+            "do: Muon for the 2-D weight matrices, AdamW for the rest), so it cannot take the spec's param groups; "
+            "to train with it, drop the spec and its own groups apply; for per-group rates, use the spec with an "
+            "optimizer class such as 'adamw_torch'"
+        )
     if not is_class or carried:
         raise SpecError(
             f"optimizer {label!r} builds its own parameter layout and cannot take param groups; "
