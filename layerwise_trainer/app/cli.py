@@ -89,6 +89,16 @@ def _optimizer_name(text: str) -> str:
     return text
 
 
+def _checkpoint_directory(text: str) -> str:
+    """An argparse `type` for `--resume-from`: an existing directory, checked before anything is imported."""
+    from .training_values import checkpoint_directory_problem
+
+    problem = checkpoint_directory_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `layerwise-trainer`.
 
@@ -162,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--resume-from",
         metavar="CHECKPOINT",
+        type=_checkpoint_directory,
         help="also show what resuming from this checkpoint with the spec would do to the optimizer state "
         "(training.resume_with_changed_groups): per group, parameters carried, started fresh and dropped",
     )

@@ -126,9 +126,16 @@ def training_value_problem(key: str, value: Any) -> str | None:
         return f"expected one of {some_names(choices, shown=4)}, got {describe_value(value)}{hint}"
     if not any(_fits(arm, value) for arm in arms) or not _in_range(value, BOUNDS.get(key)):
         return f"expected {_expected(key, arms)}, got {describe_value(value)}"
-    if key == "resume_from_checkpoint" and isinstance(value, str) and not os.path.isdir(value):
-        return f"expected a checkpoint directory, got {describe_value(value)}, which is not a directory"
+    if key == "resume_from_checkpoint" and isinstance(value, str):
+        return checkpoint_directory_problem(value)
     return None
+
+
+def checkpoint_directory_problem(path: str) -> str | None:
+    """What is wrong with ``path`` as a checkpoint to resume from, or None when it is a directory."""
+    if os.path.isdir(path):
+        return None
+    return f"expected a checkpoint directory, got {describe_value(path)}, which is not a directory"
 
 
 def number_problem(key: str, value: Any, kind: type = float, bounds: Bounds | None = None) -> str | None:

@@ -318,6 +318,18 @@ def test_plan_refuses_bad_numbers_in_one_line(flags, fragment):
     assert_one_line_error(result, "plan", fragment)
 
 
+def test_plan_refuses_a_missing_checkpoint_in_one_line_before_importing_torch():
+    started = time.monotonic()
+    result = run_installed("plan", "--model", "unused", "--spec", "[]", "--resume-from", "no/such/checkpoint-3")
+    assert_one_line_error(
+        result,
+        "plan",
+        "argument --resume-from: expected a checkpoint directory, got 'no/such/checkpoint-3' (str), "
+        "which is not a directory",
+    )
+    assert time.monotonic() - started < 60
+
+
 def test_the_bare_command_prints_the_usage_and_exits_2():
     result = run_installed()
     assert (result.returncode, result.stdout) == (2, "")
