@@ -9,45 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .._version import __version__
+from .import_noise import drop_import_noise
 from .tasks import TASKS
 
 EXIT_BAD_INPUT = 2
-
-# Log records that optional packages emit when transformers imports them, before any command runs, none
-# about what the command does: torchao's prebuilt kernels for other Python and CUDA versions, the enums
-# torchao registers with torch the deprecated way, and a bitsandbytes CPU kernel that needs `kernels`.
-# Each is dropped by its logger and message only, so every other record of these loggers still shows.
-IMPORT_NOISE = (
-    ("torchao", "Failed to load "),
-    ("torch.utils._pytree", "is an Enum subclass and is now natively supported"),
-    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
-)
-
-
-class _DropMessage(logging.Filter):
-    """Drops the records whose message contains `fragment`."""
-
-    def __init__(self, fragment: str) -> None:
-        super().__init__()
-        self.fragment = fragment
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.fragment not in str(record.msg)
-
-
-def silence_import_noise() -> None:
-    """Drop the `IMPORT_NOISE` log records (once per process; the command line calls it before importing)."""
-    for logger_name, fragment in IMPORT_NOISE:
-        logger = logging.getLogger(logger_name)
-        if not any(isinstance(item, _DropMessage) and item.fragment == fragment for item in logger.filters):
-            logger.addFilter(_DropMessage(fragment))
 
 
 def _one_line(text: str) -> str:
@@ -296,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0, or 2 after one line on stderr for a mistake in the arguments, config or spec.
         A usage error (an unknown flag, a bad number) exits with status 2 directly.
     """
-    silence_import_noise()
+    drop_import_noise()
     parser = build_parser()
     arguments = parser.parse_args(argv)
     if arguments.command is None:
