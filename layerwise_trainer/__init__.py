@@ -33,11 +33,10 @@ _EXPORTS = {
     "LayerwiseTrainer": "trainer",
     "LayerwiseTrainerMixin": "trainer",
     "LayerwiseTrainingArguments": "training_args",
-    "GroupLearningRateCallback": "callback",
-    "GroupDiagnosticsCallback": "diagnostics",
-    "group_learning_rates": "callback",
+    "GroupLearningRateCallback": "callbacks",
+    "GroupDiagnosticsCallback": "callbacks",
     "build_param_groups": "optimizer_choice",
-    "CheckpointLayoutError": "checkpoint_layout",
+    "CheckpointLayoutError": "checkpoints",
     "StateTransfer": "core.optimizer_state_transfer",
     "GroupTransfer": "core.optimizer_state_transfer",
     # The core: spec -> groups.
@@ -57,6 +56,7 @@ _EXPORTS = {
     "GroupRateFactor": "core.group_scheduler",
     "detect_layers": "core.layer_ids",
     "LayerMap": "core.layer_ids",
+    "group_learning_rates": "core.log_keys",
     "render_table": "core.group_table",
     "plan_to_data": "core.group_table",
     # The application.
@@ -69,12 +69,13 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_architecture.py keeps it equal to the table
     from .app.diagnostics_plot import plot_diagnostics
     from .app.lr_plot import plot_learning_rates
-    from .callback import GroupLearningRateCallback, group_learning_rates
-    from .checkpoint_layout import CheckpointLayoutError
+    from .callbacks import GroupDiagnosticsCallback, GroupLearningRateCallback
+    from .checkpoints import CheckpointLayoutError
     from .core.group_scheduler import GroupRateFactor, GroupScheduler
     from .core.group_table import plan_to_data, render_table
     from .core.grouping import GroupPlan, PlannedGroup, resolve_groups
     from .core.layer_ids import LayerMap, detect_layers
+    from .core.log_keys import group_learning_rates
     from .core.optimizer_state_transfer import GroupTransfer, StateTransfer
     from .core.spec import (
         MAX_GROUPS,
@@ -86,7 +87,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_architecture.py keep
         LayerwiseSpec,
         parse_spec,
     )
-    from .diagnostics import GroupDiagnosticsCallback
     from .errors import SpecError
     from .optimizer_choice import build_param_groups
     from .trainer import LayerwiseTrainer, LayerwiseTrainerMixin

@@ -11,30 +11,34 @@ from transformers import Trainer
 from transformers.trainer_utils import has_length
 from transformers.utils import is_sagemaker_mp_enabled
 
-from .callback import GroupLearningRateCallback
-from .checkpoint_layout import (
+from .binding import (
+    check_same_on_every_rank,
+    freeze_for_training,
+    give_back_frozen,
+    is_distributed,
+    map_plan,
+    remember_library_frozen,
+)
+from .callbacks import GroupDiagnosticsCallback, GroupLearningRateCallback
+from .checkpoints import (
     LAYOUT_FILE,
     check_resume_layout,
     check_saved_optimizer,
     layout_matches,
     optimizer_layout,
     plan_layout,
+    resume_with_transfer,
     save_layout,
 )
 from .core.gc_pause import gc_paused
 from .core.group_schedule import TrainingLength
 from .core.grouping import GroupPlan
+from .core.optimizer_state_transfer import StateTransfer
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
-from .diagnostics import GroupDiagnosticsCallback
-from .distributed import check_same_on_every_rank, is_distributed
 from .errors import SpecError
-from .freezing import freeze_for_training, give_back_frozen, remember_library_frozen
-from .group_scheduling import build_group_scheduler, check_group_schedules_supported, staged_parameters
 from .optimizer_choice import PlanInputs, plan_inputs_for_arguments
-from .optimizer_state_transfer import StateTransfer, resume_with_transfer
-from .plan_mapping import map_plan
-from .scheduling import proportional_scheduler
+from .schedulers import check_group_schedules_supported, scheduler_for_plan, staged_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,14 @@ logger = logging.getLogger(__name__)
 def _stock_decay_rule(model: nn.Module) -> list[str]:
     # The stock method never reads `self`.
     return Trainer.get_decay_parameter_names(None, model)  # type: ignore[arg-type]
+
+
+# The private `transformers.Trainer` methods the mixin overrides, with the parameters it expects them to have.
+PRIVATE_TRAINER_OVERRIDES = {
+    "_wrap_model": ("self", "model", "training", "dataloader"),
+    "_save_optimizer_and_scheduler": ("self", "output_dir"),
+    "_load_optimizer_and_scheduler": ("self", "checkpoint"),
+}
 
 
 class LayerwiseTrainerMixin:
@@ -112,10 +124,9 @@ class LayerwiseTrainerMixin:
             return
         self._check_no_prebuilt_optimizer_or_scheduler()
         self._check_deepspeed_config()
-        check_group_schedules_supported(self.param_groups_spec, trainer)
         self.group_lr_callback = GroupLearningRateCallback.attach(trainer)
         if trainer.model is not None:
-            self._resolve(trainer.model)
+            self._resolve(self.spec_model(trainer.model))
 
     def _check_no_prebuilt_optimizer_or_scheduler(self) -> None:
         trainer: Trainer = self  # type: ignore[assignment]
@@ -164,29 +175,48 @@ class LayerwiseTrainerMixin:
             decay_parameter_names=self._decay_parameter_names(model),
         )
 
-    def _resolve(self, model: nn.Module, inputs: PlanInputs | None = None) -> GroupPlan:
-        """Resolve the spec against ``model``, after giving back what an earlier trainer froze in it."""
+    def spec_model(self, model: nn.Module) -> nn.Module:
+        """The module whose parameters the spec is matched against and the optimizer is built over.
+
+        The model itself. Override it to show the spec more than the model: sentence-transformers' Trainers
+        add their loss's own parameters under ``loss.`` (`layerwise_trainer.downstream`). It gets the model
+        the Trainer trains, possibly wrapped (DDP, FSDP, ``torch.compile``), and should return a module
+        holding that model's parameters under their user-facing names.
+
+        Args:
+            model: The model, when the trainer is built (or ``model_init`` builds one) and when the
+                optimizer is built.
+
+        Returns:
+            The module the spec sees.
+        """
+        return model
+
+    def _resolve(self, target: nn.Module, inputs: PlanInputs | None = None) -> GroupPlan:
+        """Resolve the spec against ``target`` (what `spec_model` shows), after giving back what an earlier
+        trainer froze in it; refuse per-group schedules this Trainer cannot keep, before any data."""
         assert self.param_groups_spec is not None
         if inputs is None:
-            inputs = self._plan_inputs_for(model)
-        give_back_frozen(model)
-        self.group_plan = inputs.resolve(model, self.param_groups_spec)
+            inputs = self._plan_inputs_for(target)
+        give_back_frozen(target)
+        self.group_plan = inputs.resolve(target, self.param_groups_spec)
         self._plan_inputs = inputs
+        check_group_schedules_supported(self.group_plan, self)
         return self.group_plan
 
-    def _plan_for(self, model: nn.Module, inputs: PlanInputs) -> GroupPlan:
-        """The resolved plan mapped onto ``model`` by name, or a new resolution when it does not fit."""
+    def _plan_for(self, target: nn.Module, inputs: PlanInputs) -> GroupPlan:
+        """The resolved plan mapped onto ``target`` by name, or a new resolution when it does not fit."""
         if self.group_plan is not None and self._plan_inputs is not None and self._plan_inputs.same_as(inputs):
-            mapped = map_plan(self.group_plan, model)
+            mapped = map_plan(self.group_plan, target)
             if mapped is not None:
                 return mapped
-        return self._resolve(model, inputs)
+        return self._resolve(target, inputs)
 
     def call_model_init(self, trial: Any = None) -> nn.Module:
         """The stock ``call_model_init``, with the spec resolved against the new model."""
         model = super().call_model_init(trial)  # type: ignore[misc]
         if self.param_groups_spec is not None:
-            self._resolve(model)
+            self._resolve(self.spec_model(model))
         return model
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -200,10 +230,10 @@ class LayerwiseTrainerMixin:
             return super().create_optimizer(model)  # type: ignore[misc]
         trainer: Trainer = self  # type: ignore[assignment]
         if trainer.optimizer is None:
-            opt_model = trainer.model if model is None else model
-            inputs = self._plan_inputs_for(opt_model)
-            plan = self._plan_for(opt_model, inputs)
-            freeze_for_training(plan, opt_model)
+            target = self.spec_model(trainer.model if model is None else model)
+            inputs = self._plan_inputs_for(target)
+            plan = self._plan_for(target, inputs)
+            freeze_for_training(plan, target)
             self._optimizer_layout = optimizer_layout(inputs.optimizer_cls, inputs.optimizer_kwargs)
             if is_distributed():
                 check_same_on_every_rank(plan_layout(plan, self._optimizer_layout)["hash"], "the param groups")
@@ -211,7 +241,7 @@ class LayerwiseTrainerMixin:
                 trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(), **inputs.optimizer_kwargs)
             self.group_plan = plan
             self._follow_in_logs(plan, inputs.learning_rate)
-            _keep_embeddings_in_32_bit(inputs.optimizer_cls, inputs.optimizer_kwargs, opt_model)
+            _keep_embeddings_in_32_bit(inputs.optimizer_cls, inputs.optimizer_kwargs, target)
             logger.info(
                 "param groups: %s",
                 ", ".join(f"{group.name} (lr {group.lr:g}, wd {group.weight_decay:g})" for group in plan.groups),
@@ -229,6 +259,42 @@ class LayerwiseTrainerMixin:
         self.group_lr_callback.base_learning_rate = base_learning_rate
         self.group_lr_callback.initial_rates = tuple(group.lr for group in plan.trainable_groups)
         self.group_lr_callback.frozen_group_names = plan.frozen_group_names
+
+    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple[Any, ...]:
+        """The stock values; the optimizer steps per epoch are kept for starts given in epochs."""
+        values = super().set_initial_training_values(args, dataloader)  # type: ignore[misc]
+        self._steps_per_epoch = values[1] if has_length(dataloader) else None
+        return values
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """The stock scheduler, or one that keeps every group's own rate (see the `schedulers` module).
+
+        With per-group schedules, a `GroupScheduler`: every group's rate is a function of the optimizer step,
+        and the parameters of a group that has not started get ``requires_grad=False`` here, after the model
+        was wrapped, so DDP's reducer holds them from the start. With ``reduce_lr_on_plateau`` or ``greedy``,
+        the decisions are taken on the base rate and every group follows at its ratio.
+        """
+        trainer: Trainer = self  # type: ignore[assignment]
+        target = optimizer if optimizer is not None else trainer.optimizer
+        plan, inputs = self.group_plan, self._plan_inputs
+        if plan is None or inputs is None or trainer.lr_scheduler is not None or target is None:
+            return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
+        check_group_schedules_supported(plan, trainer)
+        if plan.has_group_schedules:
+            remember_library_frozen(trainer.model, staged_parameters(plan))
+        length = TrainingLength(num_training_steps, self._steps_per_epoch)
+        scheduler = scheduler_for_plan(plan, target, trainer.args, length, inputs.learning_rate)
+        if scheduler is None:
+            return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
+        trainer.lr_scheduler = scheduler  # type: ignore[assignment]
+        trainer._created_lr_scheduler = True  # a later train() builds it again, as the stock one
+        return trainer.lr_scheduler
+
+    # The overrides of private Trainer methods: the only ones, all here (PRIVATE_TRAINER_OVERRIDES), each
+    # with the stock signature. tests/adapter/test_private_overrides.py fails when the installed
+    # transformers changes one of them.
 
     def _wrap_model(self, model: nn.Module, training: bool = True, dataloader: Any = None) -> nn.Module:
         """The stock wrapping, after freezing the frozen groups when training (DDP and FSDP need it first).
@@ -254,8 +320,8 @@ class LayerwiseTrainerMixin:
         spec's other hyperparameters are put back after it.
 
         With ``args.resume_with_changed_groups`` and a checkpoint saved with other groups (or by the stock
-        Trainer), the state is carried by parameter name instead (see the `optimizer_state_transfer`
-        module); `resume_transfer` then says what was carried, started fresh and dropped.
+        Trainer), the state is carried by parameter name instead (see the `checkpoints` module);
+        `resume_transfer` then says what was carried, started fresh and dropped.
         """
         if checkpoint is None or self.group_plan is None:
             super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
@@ -279,51 +345,6 @@ class LayerwiseTrainerMixin:
         super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
         if trainer.optimizer is not None:
             _restore_group_keys(trainer.optimizer.param_groups, self.group_plan)
-
-    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple[Any, ...]:
-        """The stock values; the optimizer steps per epoch are kept for starts given in epochs."""
-        values = super().set_initial_training_values(args, dataloader)  # type: ignore[misc]
-        self._steps_per_epoch = values[1] if has_length(dataloader) else None
-        return values
-
-    def create_scheduler(
-        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
-    ) -> torch.optim.lr_scheduler.LRScheduler:
-        """The stock scheduler, or a `GroupScheduler` when groups start later or have their own schedules.
-
-        ``reduce_lr_on_plateau`` and ``greedy`` move each group on its own, against absolute bounds and an
-        absolute ``eps``; with a spec they run on the base rate and every group follows at its ratio (see the
-        `scheduling` module).
-
-        With per-group schedules, every group's rate is a function of the optimizer step (see the
-        `group_scheduling` module); the parameters of a group that has not started get
-        ``requires_grad=False`` here, after the model was wrapped, so DDP's reducer holds them from the start.
-        """
-        trainer: Trainer = self  # type: ignore[assignment]
-        target = optimizer if optimizer is not None else trainer.optimizer
-        if self.group_plan is None or trainer.lr_scheduler is not None or target is None or self._plan_inputs is None:
-            return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
-        if self.group_plan.has_group_schedules and self.param_groups_spec is not None:
-            check_group_schedules_supported(self.param_groups_spec, trainer)
-            length = TrainingLength(num_training_steps, self._steps_per_epoch)
-            remember_library_frozen(trainer.model, staged_parameters(self.group_plan))
-            trainer.lr_scheduler = build_group_scheduler(
-                target, self.group_plan, self.param_groups_spec, trainer.args, length, self._plan_inputs.learning_rate
-            )
-            trainer._created_lr_scheduler = True
-            return trainer.lr_scheduler
-        scheduler = proportional_scheduler(
-            trainer.args.lr_scheduler_type,
-            target,
-            trainer.args.lr_scheduler_kwargs,
-            [group.lr for group in self.group_plan.trainable_groups],
-            self._plan_inputs.learning_rate,
-        )
-        if scheduler is None:
-            return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
-        trainer.lr_scheduler = scheduler  # type: ignore[assignment]
-        trainer._created_lr_scheduler = True  # a later train() builds it again, as the stock one
-        return trainer.lr_scheduler
 
 
 def _restore_group_keys(param_groups: list[dict[str, Any]], plan: GroupPlan) -> None:

@@ -30,7 +30,7 @@ class LayerwiseTrainingArguments(TrainingArguments):
             module). Off by default: then nothing is computed and the logs are as without it.
         resume_with_changed_groups: Resume from a checkpoint whose param groups differ from the spec's (or
             one saved by the stock Trainer) by carrying every parameter's optimizer state over by name (see
-            the `optimizer_state_transfer` module). Off by default: such a resume is refused.
+            the `checkpoints` module). Off by default: such a resume is refused.
 
     Example:
         ```python

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
+from helpers import tiny_bert
 from transformers.training_args import ParallelMode
 
-from layerwise_trainer import SpecError, parse_spec
-from layerwise_trainer.group_scheduling import check_group_schedules_supported
+from layerwise_trainer import SpecError, resolve_groups
+from layerwise_trainer.schedulers import check_group_schedules_supported
 
 SPEC = [{"name": "head", "match": "classifier.*"}, {"name": "body", "match": "bert.*", "start": 100}]
 
@@ -17,7 +18,8 @@ def refusal(**trainer) -> str:
     single = SimpleNamespace(lr_scheduler_type="linear", parallel_mode=ParallelMode.NOT_DISTRIBUTED, world_size=1)
     stand_in = SimpleNamespace(**{"args": single, "model": None, **trainer})
     try:
-        check_group_schedules_supported(parse_spec(SPEC), stand_in)
+        plan = resolve_groups(tiny_bert(), SPEC, learning_rate=1e-3, weight_decay=0.0)
+        check_group_schedules_supported(plan, stand_in)
     except SpecError as error:
         return str(error)
     raise AssertionError(f"not refused: {trainer}")

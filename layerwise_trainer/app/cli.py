@@ -236,7 +236,7 @@ def _plan(arguments: argparse.Namespace) -> int:
         return 0
     print(render_table(plan))
     if arguments.resume_from:
-        from ..optimizer_state_transfer import report_text
+        from ..checkpoints import report_text
 
         exact = f"\nresuming from {arguments.resume_from}: its param groups are the spec's, the resume is exact"
         print(exact if transfer is None else "\n" + report_text(transfer, arguments.resume_from).rstrip())
@@ -247,7 +247,7 @@ def _resume_preview(checkpoint: str, plan: Any, settings: Any) -> Any:
     """What a resume from ``checkpoint`` would carry, start fresh and drop (None: an exact resume)."""
     from transformers import TrainingArguments
 
-    from ..optimizer_state_transfer import preview_transfer
+    from ..checkpoints import preview_transfer
     from .meta_model import meta_model
 
     model = meta_model(settings.model, settings.num_labels, settings.task or "auto", settings.peft)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..diagnostics import GRAD_NORM_PREFIX, PARAM_NORM_PREFIX, UPDATE_RATIO_PREFIX
+from ..core.log_keys import DIAGNOSTIC_PREFIXES, GRAD_NORM_PREFIX, PARAM_NORM_PREFIX, UPDATE_RATIO_PREFIX
 from .lr_plot import group_colors, group_names_in_log, group_starts_in_log
 
 if TYPE_CHECKING:
@@ -28,11 +28,12 @@ if TYPE_CHECKING:
 
 # The rule of thumb the diagnostics page gives for Adam-style optimizers: about 1e-3 per step.
 UPDATE_RATIO_GUIDE = 1e-3
-_PREFIXES = (GRAD_NORM_PREFIX, UPDATE_RATIO_PREFIX, PARAM_NORM_PREFIX)
 
 
 def _diagnostics_entries(log_history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [entry for entry in log_history if "step" in entry and any(key.startswith(_PREFIXES) for key in entry)]
+    return [
+        entry for entry in log_history if "step" in entry and any(key.startswith(DIAGNOSTIC_PREFIXES) for key in entry)
+    ]
 
 
 def has_group_diagnostics(log_history: Sequence[Mapping[str, Any]]) -> bool:
@@ -51,7 +52,9 @@ def _groups_and_colors(
     log_history: Sequence[Mapping[str, Any]], entries: Sequence[Mapping[str, Any]]
 ) -> tuple[list[str], dict[str, str]]:
     """The diagnosed groups in the order of ``learning_rates.png``, then any others; each with its colour there."""
-    diagnosed = dict.fromkeys(key.split("/", 1)[1] for entry in entries for key in entry if key.startswith(_PREFIXES))
+    diagnosed = dict.fromkeys(
+        key.split("/", 1)[1] for entry in entries for key in entry if key.startswith(DIAGNOSTIC_PREFIXES)
+    )
     drawn = group_names_in_log(log_history)
     others = [name for name in diagnosed if name not in drawn]
     colors = group_colors([*drawn, *others])

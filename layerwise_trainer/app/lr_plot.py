@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..callback import GROUP_KEY_PREFIX
+from ..core.log_keys import LEARNING_RATE_PREFIX
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -24,7 +24,7 @@ def _training_entries(log_history: Sequence[Mapping[str, Any]]) -> list[Mapping[
 
 
 def _group_keys(training: Sequence[Mapping[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(key for entry in training for key in entry if key.startswith(GROUP_KEY_PREFIX)))
+    return list(dict.fromkeys(key for entry in training for key in entry if key.startswith(LEARNING_RATE_PREFIX)))
 
 
 def group_names_in_log(log_history: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -36,7 +36,7 @@ def group_names_in_log(log_history: Sequence[Mapping[str, Any]]) -> list[str]:
     Returns:
         Group names (without ``learning_rate/``), in the order of their first logged rate.
     """
-    return [key[len(GROUP_KEY_PREFIX) :] for key in _group_keys(_training_entries(log_history))]
+    return [key[len(LEARNING_RATE_PREFIX) :] for key in _group_keys(_training_entries(log_history))]
 
 
 def group_colors(names: Sequence[str]) -> dict[str, str]:
@@ -67,7 +67,7 @@ def group_starts_in_log(log_history: Sequence[Mapping[str, Any]]) -> dict[str, i
     """
     training = _training_entries(log_history)
     keys = _group_keys(training)
-    waited = {key[len(GROUP_KEY_PREFIX) :]: _waited_alone_until(training, key, keys) for key in keys}
+    waited = {key[len(LEARNING_RATE_PREFIX) :]: _waited_alone_until(training, key, keys) for key in keys}
     return {name: step for name, step in waited.items() if step is not None}
 
 
@@ -114,14 +114,14 @@ def learning_rate_figure(
     evaluation = [entry for entry in log_history if "eval_loss" in entry and "step" in entry]
     keys = _group_keys(training)
     staged = group_starts_in_log(log_history) if starts is None else dict(starts)
-    colors = group_colors([key[len(GROUP_KEY_PREFIX) :] for key in keys])
+    colors = group_colors([key[len(LEARNING_RATE_PREFIX) :] for key in keys])
 
     figure = Figure(figsize=(9, 7), constrained_layout=True)
     FigureCanvasAgg(figure)
     rates, losses = figure.subplots(2, 1, sharex=True)
     steps = [entry["step"] for entry in training]
     for key in keys:
-        name = key[len(GROUP_KEY_PREFIX) :]
+        name = key[len(LEARNING_RATE_PREFIX) :]
         values = [entry.get(key, float("nan")) for entry in training]
         start = staged.get(name, 0)
         if start <= 0:

@@ -67,6 +67,9 @@ class PlannedGroup:
         options: Further optimizer hyperparameters from the spec.
         timing: When the group starts and how its rate moves, for a group with per-group schedule keys;
             None for a group that follows the Trainer's schedule.
+        spec_index: Its spec group's place in ``groups``; None for the ``default`` group.
+        unfreezes_by_own_key: Whether its gradual unfreezing comes from the group's own ``gradual_unfreeze``
+            (else from the spec's top-level key).
     """
 
     name: str
@@ -81,9 +84,22 @@ class PlannedGroup:
     options: Mapping[str, Any] = field(default_factory=dict)
     timing: GroupTiming | None = None
     stack: str | None = None
+    spec_index: int | None = None
+    unfreezes_by_own_key: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+    def spec_path(self, key: str) -> tuple[str, ...]:
+        """Where ``key`` of this group sits in the spec, for errors: ``("groups[2]", "start")``.
+
+        The ``default`` group's timing, and gradual unfreezing the group does not set itself, come from the
+        spec's top-level ``gradual_unfreeze``.
+        """
+        top_level = key == "gradual_unfreeze" and not self.unfreezes_by_own_key
+        if self.spec_index is None or top_level:
+            return ("gradual_unfreeze",)
+        return (f"groups[{self.spec_index}]", key)
 
 
 @dataclass(frozen=True)
@@ -311,6 +327,8 @@ class _Settings:
     timing: GroupTiming | None = None
     unfreeze_every: ScheduleAmount | None = None
     layer_stacks: str | None = None
+    spec_index: int | None = None
+    unfreezes_by_own_key: bool = False
 
     @classmethod
     def of_group(cls, group: GroupSpec, index: int, base_lr: float, base_wd: float, spec: LayerwiseSpec) -> _Settings:
@@ -329,6 +347,8 @@ class _Settings:
             timing=_timing_of(group),
             unfreeze_every=spec.unfreeze_every_of(group),
             layer_stacks=spec.layer_stacks_of(group),
+            spec_index=index,
+            unfreezes_by_own_key=group.gradual_unfreeze is not None,
         )
 
 
@@ -566,6 +586,8 @@ class _GroupBuilder:
             options=settings.options,
             timing=timing,
             stack=stack,
+            spec_index=settings.spec_index,
+            unfreezes_by_own_key=settings.unfreezes_by_own_key,
         )
 
 

@@ -1,4 +1,4 @@
-"""What an optimizer accepts: param groups at all, and which hyperparameters per group."""
+"""Which hyperparameters an optimizer class takes per group, and whether it accepts a spec group's values."""
 
 from __future__ import annotations
 
@@ -10,69 +10,6 @@ import torch
 
 from ..errors import SpecError, did_you_mean
 from .spec import GROUP_KEYS, LayerwiseSpec
-
-# `TrainingArguments.optim` values whose optimizers build their own parameter layout (GaLore and
-# APOLLO project chosen modules, LOMO fuses the update into backward, the layer-wise variants keep one
-# optimizer per parameter), so a spec's groups could not reach them.
-_GROUPLESS_OPTIM_PREFIXES = ("galore_", "apollo_", "lomo", "adalomo")
-# Keys of optimizer kwargs that mean "this optimizer takes something other than param groups".
-_GROUPLESS_KWARGS = ("params", "model", "optimizer_dict")
-
-
-def optim_name(optim: Any) -> str:
-    """The plain string of a ``TrainingArguments.optim`` value (an enum or a string)."""
-    return str(getattr(optim, "value", optim))
-
-
-def check_optim_takes_groups(optim: Any) -> None:
-    """Refuse the ``TrainingArguments.optim`` values that cannot take param groups, before any import.
-
-    Raises:
-        SpecError: ``optim`` is GaLore, APOLLO, LOMO, AdaLOMO or a layer-wise variant.
-    """
-    name = optim_name(optim)
-    if name.startswith(_GROUPLESS_OPTIM_PREFIXES) or name.endswith("_layerwise"):
-        raise SpecError(
-            f"optim {name!r} builds its own parameter layout and cannot take param groups; "
-            "use a spec with an optimizer such as 'adamw_torch', or drop the spec"
-        )
-
-
-def check_optimizer_takes_groups(optimizer_cls: Any, optimizer_kwargs: Mapping[str, Any], label: str) -> None:
-    """Refuse optimizer classes and factories that the Trainer would not hand param groups.
-
-    Args:
-        optimizer_cls: What ``get_optimizer_cls_and_kwargs`` returned.
-        optimizer_kwargs: Its keyword arguments.
-        label: The optimizer's name for the message (the ``optim`` value or the class name).
-
-    Raises:
-        SpecError: ``optimizer_cls`` is a factory (Muon, Dion) or the kwargs carry their own params (for
-            ``optimizer_dict``, the param groups sentence-transformers' Trainers return, the message names
-            the ready Trainer for them).
-    """
-    is_class = isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)
-    carried = [key for key in _GROUPLESS_KWARGS if key in optimizer_kwargs]
-    if is_class and carried == ["optimizer_dict"]:
-        raise SpecError(
-            f"the Trainer's get_optimizer_cls_and_kwargs gave {label!r} param groups of its own "
-            "(optimizer_dict), which the spec's groups would replace: sentence-transformers' Trainers do this to "
-            "train their loss's parameters. Use layerwise_trainer.downstream.LayerwiseSentenceTransformerTrainer "
-            "(the spec then sees the loss's parameters under loss.*), or override get_optimizer_cls_and_kwargs "
-            "to return transformers.Trainer.get_optimizer_cls_and_kwargs(args, model) when there is a spec"
-        )
-    if not is_class and not carried:
-        raise SpecError(
-            f"optimizer {label!r} is a factory that builds the optimizer from the model itself (as Muon and Dion "
-            "do: Muon for the 2-D weight matrices, AdamW for the rest), so it cannot take the spec's param groups; "
-            "to train with it, drop the spec and its own groups apply; for per-group rates, use the spec with an "
-            "optimizer class such as 'adamw_torch'"
-        )
-    if not is_class or carried:
-        raise SpecError(
-            f"optimizer {label!r} builds its own parameter layout and cannot take param groups; "
-            "use a spec with an optimizer such as 'adamw_torch', or drop the spec"
-        )
 
 
 def optimizer_hyperparameters(optimizer_cls: type[torch.optim.Optimizer]) -> dict[str, Any] | None:

@@ -146,14 +146,14 @@ class LayerwiseLossModelMixin(LayerwiseTrainerMixin):
     """`LayerwiseTrainerMixin` for sentence-transformers' Trainers, whose loss may hold parameters.
 
     Put it first in the bases of any of sentence-transformers' Trainers (``SentenceTransformerTrainer``,
-    ``CrossEncoderTrainer``, ``SparseEncoderTrainer``): the spec is resolved over `ModelWithLoss`, and the
-    optimizer kwargs are the stock Trainer's when there is a spec (with none, everything is
-    sentence-transformers' own).
+    ``CrossEncoderTrainer``, ``SparseEncoderTrainer``): its `spec_model` is `ModelWithLoss`, so the spec is
+    resolved over the model and the loss together, and the optimizer kwargs are the stock Trainer's when there
+    is a spec (with none, everything is sentence-transformers' own).
     """
 
     _model_with_loss: ModelWithLoss | None = None
 
-    def _with_loss(self, model: nn.Module) -> nn.Module:
+    def spec_model(self, model: nn.Module) -> nn.Module:
         """`ModelWithLoss` for the model the loss trains (DDP and ``torch.compile`` looked through).
 
         Raises:
@@ -189,17 +189,6 @@ class LayerwiseLossModelMixin(LayerwiseTrainerMixin):
             return super().get_optimizer_cls_and_kwargs(args, model)  # type: ignore[misc]
         check_no_learning_rate_mapping(args)
         return Trainer.get_optimizer_cls_and_kwargs(args, model)
-
-    def _resolve(self, model: nn.Module, inputs: Any = None) -> Any:
-        """Resolve the spec over the model and its loss."""
-        return super()._resolve(self._with_loss(model), inputs)
-
-    def create_optimizer(self, model: nn.Module | None = None) -> Any:
-        """The mixin's optimizer, over the model's and the loss's parameters."""
-        if self.param_groups_spec is None:
-            return super().create_optimizer(model)
-        trainer: Trainer = self  # type: ignore[assignment]
-        return super().create_optimizer(self._with_loss(trainer.model if model is None else model))
 
 
 class LayerwiseSentenceTransformerTrainer(LayerwiseLossModelMixin, SentenceTransformerTrainer):

@@ -36,8 +36,8 @@ from helpers import RandomClassificationData, tiny_bert, training_args
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from layerwise_trainer import LayerwiseTrainer, LayerwiseTrainingArguments, resolve_groups
+from layerwise_trainer.callbacks import GroupDiagnosticsCallback
 from layerwise_trainer.core.group_statistics import grouped_norms
-from layerwise_trainer.diagnostics import GroupDiagnosticsCallback
 
 SPEC = {
     "groups": [

@@ -27,7 +27,7 @@ from distributed_staged_worker import run_staged_scenarios
 from helpers import RandomClassificationData, tiny_bert, training_args
 
 from layerwise_trainer import LayerwiseTrainer, SpecError, resolve_groups
-from layerwise_trainer.checkpoint_layout import plan_layout
+from layerwise_trainer.checkpoints import plan_layout
 
 SPEC = {
     "groups": [

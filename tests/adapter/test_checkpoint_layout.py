@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import Trainer
 
 from layerwise_trainer import LayerwiseTrainer, SpecError
-from layerwise_trainer.checkpoint_layout import (
+from layerwise_trainer.checkpoints import (
     LAYOUT_FILE,
     CheckpointLayoutError,
     layout_differences,
@@ -264,8 +264,8 @@ def test_a_version_1_layout_with_another_optimizer_is_refused(first_run, make_ar
         resumed_trainer(make_args, data, tmp_path, SPEC, optim="sgd").train(resume_from_checkpoint=str(checkpoint))
     assert str(caught.value) == (
         f"cannot resume from {checkpoint}: it was saved by another optimizer: SGD needs 'dampening', 'momentum', "
-        "'nesterov', which the saved groups lack; the saved groups have 'amsgrad', 'betas', 'capturable' and 2 "
-        "more, which SGD does not take. Torch restores optimizer state by position, so it cannot go into these "
+        "'nesterov', which the saved groups lack; the saved groups have 'amsgrad', 'betas', 'decoupled_weight_decay' "
+        "and 1 more, which SGD does not take. Torch restores optimizer state by position, so it cannot go into these "
         "groups. Resume with the spec and optim the checkpoint was saved with (for a checkpoint of the stock "
         "Trainer: no spec), or start a new run from its weights (without resume_from_checkpoint), or set "
         "resume_with_changed_groups=True to carry the optimizer state over by parameter name."
@@ -273,7 +273,7 @@ def test_a_version_1_layout_with_another_optimizer_is_refused(first_run, make_ar
 
 
 def test_an_optimizer_file_the_check_cannot_read_is_left_to_the_trainer(tmp_path):
-    from layerwise_trainer.checkpoint_layout import OPTIMIZER_FILE, _saved_optimizer_groups
+    from layerwise_trainer.checkpoints import OPTIMIZER_FILE, _saved_optimizer_groups
 
     (tmp_path / OPTIMIZER_FILE).write_bytes(b"not a torch file")
     assert _saved_optimizer_groups(tmp_path) is None

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import HfArgumentParser, Trainer, TrainerCallback
 
 from layerwise_trainer import LayerwiseTrainer, LayerwiseTrainingArguments
-from layerwise_trainer.diagnostics import GroupDiagnosticsCallback
+from layerwise_trainer.callbacks import GroupDiagnosticsCallback
 
 SPEC = [
     {"name": "head", "match": "classifier.*", "lr": 1e-2},
@@ -150,7 +150,7 @@ def test_the_argument_parser_takes_group_diagnostics():
 def test_fp16_gradients_are_unscaled_once_before_they_are_read():
     from types import SimpleNamespace
 
-    from layerwise_trainer.diagnostics import _unscale
+    from layerwise_trainer.callbacks import _unscale
 
     parameter = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([parameter], lr=0.1)

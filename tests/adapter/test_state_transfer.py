@@ -15,15 +15,17 @@ from helpers import RandomClassificationData, tiny_bert, training_args
 from transformers import Trainer, TrainerCallback
 
 from layerwise_trainer import LayerwiseTrainer
-from layerwise_trainer import optimizer_state_transfer as transfer_module
-from layerwise_trainer.checkpoint_layout import LAYOUT_FILE, CheckpointLayoutError, optimizer_layout, plan_layout
-from layerwise_trainer.core.group_scheduler import GroupRateFactor, GroupScheduler
-from layerwise_trainer.optimizer_state_transfer import (
+from layerwise_trainer import checkpoints as transfer_module
+from layerwise_trainer.checkpoints import (
+    LAYOUT_FILE,
+    CheckpointLayoutError,
     check_transfer_supported,
-    continue_schedule,
+    optimizer_layout,
+    plan_layout,
     plan_transfer,
 )
-from layerwise_trainer.scheduling import ProportionalReduceLROnPlateau
+from layerwise_trainer.core.group_scheduler import GroupRateFactor, GroupScheduler
+from layerwise_trainer.schedulers import ProportionalReduceLROnPlateau, ScheduleNotCarried, continue_schedule
 from layerwise_trainer.training_args import LayerwiseTrainingArguments
 
 SPEC = {
@@ -354,8 +356,8 @@ def test_only_the_step_position_of_a_saved_schedule_continues():
     stock = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
     continue_schedule(stock, {"last_epoch": 3, "_step_count": 4, "base_lrs": [9.0, 9.0], "lr_lambdas": [None]})
     assert (stock.last_epoch, optimizer.param_groups[0]["lr"], stock.get_last_lr()) == (3, 0.5 / 4, [0.5 / 4])
-    with pytest.raises(CheckpointLayoutError, match="the position of a StepLR cannot be carried to other groups"):
-        continue_schedule(torch.optim.lr_scheduler.StepLR(optimizer, 2), {"last_epoch": 3}, "ckpt")
+    with pytest.raises(ScheduleNotCarried, match="the position of a StepLR cannot be carried to other groups"):
+        continue_schedule(torch.optim.lr_scheduler.StepLR(optimizer, 2), {"last_epoch": 3})
 
 
 def test_a_plateau_schedule_continues_from_the_saved_base_rate_with_the_new_ratios():
@@ -393,7 +395,7 @@ def test_a_checkpoint_without_optimizer_state_has_nothing_to_carry(saved_run, tm
     copy = tmp_path / "checkpoint-3"
     shutil.copytree(checkpoint, copy)
     (copy / "optimizer.pt").unlink()
-    with caplog.at_level(logging.WARNING, logger="layerwise_trainer.optimizer_state_transfer"):
+    with caplog.at_level(logging.WARNING, logger="layerwise_trainer.checkpoints"):
         resumed, loaded = resume(tmp_path, copy, CHANGED, max_steps=4)
     assert f"{copy} has no optimizer.pt: there is no optimizer state to carry" in caplog.text
     assert resumed.resume_transfer is None and loaded.state == {}

@@ -1,0 +1,182 @@
+"""Putting a resolved plan on the live model: mapped by name onto a wrapped model, frozen for training, and
+the same on every rank.
+
+**Mapping.** ``LayerwiseTrainer`` resolves its spec once, when it is built, so that a bad spec fails before
+any data is prepared. ``create_optimizer`` then gets that model again, or the same model wrapped (DDP, FSDP
+with original parameters, ``torch.compile``), whose parameters may be other objects under the same
+user-facing names. Resolving again would match every pattern against every name a second time; mapping the
+plan is one walk of the model: by identity when it holds the plan's parameter objects in order, else by
+name. The plan is re-resolved only when the mapping fails: another model (``model_init``), or one whose
+parameters or ``requires_grad`` flags changed since.
+
+**Freezing.** A spec's frozen group becomes ``requires_grad=False`` on the user's own model, in place: DDP
+builds its gradient reducer from the parameters that require gradients when it wraps the model, and FSDP
+needs them frozen when it flattens or shards, so freezing has to come before wrapping. Done when a trainer
+is built, it outlived the trainer: a second trainer on the same model (a notebook re-run) whose spec trains
+those parameters found them frozen, took them for parameters the user had frozen, and left them at lr 0.
+So the library remembers, per model, which parameters it froze. A new trainer gives them back
+(``requires_grad=True``) before it reads the model, and freezes what its own spec freezes only when it
+trains. Parameters the user froze are never touched.
+
+**Every rank.** Under ``torch.distributed`` every process must build the same groups (and load the same
+optimizer state); a rank that did not would train a diverging replica, so such values are compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import torch.distributed as dist
+from torch import nn
+
+from .core.grouping import GroupPlan
+from .core.parameter_names import named_parameters_of, unwrap_data_parallel, user_facing_name, user_model, walk_modules
+from .errors import SpecError
+
+
+def _same_parameter_objects(plan: GroupPlan, model: nn.Module) -> bool:
+    """Whether ``model`` holds exactly the plan's parameter objects, in the same order.
+
+    The common case (``create_optimizer`` on the model the trainer was built with, or on that model wrapped
+    by DDP or ``torch.compile``) is told without building a single name: at 50,000 tensors the names cost
+    more than the rest of the mapping.
+    """
+    planned = list(plan.parameters.values())
+    seen: set[int] = set()
+    position = 0
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if type(module).named_parameters is not nn.Module.named_parameters:
+            return False  # a wrapper (FSDP1) that shows other parameters than its modules hold
+        for parameter in module._parameters.values():
+            if parameter is None or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            if position >= len(planned) or planned[position] is not parameter:
+                return False
+            position += 1
+        stack.extend(reversed([child for child in module._modules.values() if child is not None]))
+    return position == len(planned)
+
+
+def _parameters_by_name(model: nn.Module) -> dict[str, nn.Parameter] | None:
+    """Each tensor of ``model`` under its first user-facing name; None when two tensors share a name."""
+    unwrapped = unwrap_data_parallel(model)
+    by_name: dict[str, nn.Parameter] = {}
+    seen: set[int] = set()
+    for raw_name, parameter in named_parameters_of(unwrapped, walk_modules(unwrapped)):
+        if id(parameter) in seen:
+            continue  # a tied weight's second name
+        seen.add(id(parameter))
+        name = user_facing_name(raw_name)
+        if name in by_name:
+            return None
+        by_name[name] = parameter
+    return by_name
+
+
+def _same_freezing(plan: GroupPlan, parameters: Mapping[str, nn.Parameter]) -> bool:
+    """Whether the parameters the plan trains still train, and the ones the user froze are still frozen."""
+    if any(parameters[name].requires_grad for name in plan.frozen_before_training):
+        return False
+    return all(parameters[name].requires_grad for group in plan.trainable_groups for name in group.parameter_names)
+
+
+def map_plan(plan: GroupPlan, model: nn.Module) -> GroupPlan | None:
+    """``plan`` with its parameters taken from ``model`` by name, or None when it does not fit ``model``.
+
+    Args:
+        plan: A plan resolved against the user's model.
+        model: That model, possibly wrapped, or another one.
+
+    Returns:
+        The same groups over ``model``'s parameter objects; None when ``model`` has other parameter names,
+        a trainable parameter of the plan is frozen now, or a parameter the user had frozen trains now.
+    """
+    if _same_parameter_objects(plan, model):
+        return plan if _same_freezing(plan, plan.parameters) else None
+    parameters = _parameters_by_name(model)
+    if parameters is None or parameters.keys() != plan.parameters.keys():
+        return None
+    if not _same_freezing(plan, parameters):
+        return None
+    return dataclasses.replace(plan, parameters=MappingProxyType(parameters))
+
+
+# Model -> the parameters the library froze in it (and has not given back).
+_FROZEN_BY_LIBRARY: weakref.WeakKeyDictionary[nn.Module, list[nn.Parameter]] = weakref.WeakKeyDictionary()
+
+
+def freeze_for_training(plan: GroupPlan, model: nn.Module) -> int:
+    """Set ``requires_grad=False`` on the frozen groups' parameters, remembering them under ``model``.
+
+    Args:
+        plan: The resolved groups.
+        model: The model the plan was resolved against (wrappers are looked through).
+
+    Returns:
+        How many tensors this call froze.
+    """
+    newly_frozen = plan.freeze_and_list_frozen()
+    _FROZEN_BY_LIBRARY.setdefault(user_model(model), []).extend(newly_frozen)
+    return len(newly_frozen)
+
+
+def remember_library_frozen(model: nn.Module, parameters: list[nn.Parameter]) -> None:
+    """Note parameters the library may set to ``requires_grad=False`` (groups that start later), to give back.
+
+    Args:
+        model: The model (wrappers are looked through).
+        parameters: The parameters; those already noted are not added twice.
+    """
+    noted = _FROZEN_BY_LIBRARY.setdefault(user_model(model), [])
+    known = {id(parameter) for parameter in noted}
+    noted.extend(parameter for parameter in parameters if id(parameter) not in known)
+
+
+def give_back_frozen(model: nn.Module) -> int:
+    """Set ``requires_grad=True`` again on every parameter the library froze in ``model``.
+
+    Args:
+        model: The model (wrappers are looked through).
+
+    Returns:
+        How many tensors were given back.
+    """
+    frozen = _FROZEN_BY_LIBRARY.pop(user_model(model), [])
+    for parameter in frozen:
+        parameter.requires_grad_(True)
+    return len(frozen)
+
+
+def is_distributed() -> bool:
+    """Whether this process is one of two or more in an initialised ``torch.distributed`` group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def check_same_on_every_rank(value: str, what: str) -> None:
+    """Raise on every rank when ``value`` is not the same on all of them.
+
+    Does nothing outside an initialised ``torch.distributed`` process group of two or more ranks.
+
+    Args:
+        value: This rank's value (a layout hash).
+        what: What the value describes, for the message.
+
+    Raises:
+        SpecError: Some rank has another value; the message lists the ranks by value.
+    """
+    if not is_distributed():
+        return
+    values: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    if len(set(values)) > 1:
+        by_value: dict[str | None, list[int]] = {}
+        for rank, rank_value in enumerate(values):
+            by_value.setdefault(rank_value, []).append(rank)
+        listing = "; ".join(f"ranks {ranks}: {str(key)[:12]}" for key, ranks in by_value.items())
+        raise SpecError(f"{what} differ between processes ({listing}); every rank must see the same model and spec")
