@@ -54,7 +54,10 @@ logger = logging.getLogger(__name__)
 
 LAYOUT_FILE = "param_groups_layout.json"
 LAYOUT_VERSION = 2
+# The layout versions this library reads: 1 recorded no optimizer, 2 does.
+LAYOUT_VERSIONS = (1, 2)
 OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
 _SHOWN = 3
 # The one key set. Param-group keys that are not the optimizer's hyperparameters:
 NOT_HYPERPARAMETERS = frozenset({"params", "name", "initial_lr"})
@@ -121,7 +124,7 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
     optimizer_part = None if optimizer is None else dict(optimizer)
     return {
         "version": LAYOUT_VERSION,
-        "hash": digest({"groups": groups, "optimizer": optimizer_part}),
+        "hash": _hash_of({"version": LAYOUT_VERSION, "groups": groups, "optimizer": optimizer_part}),
         "groups": groups,
         "frozen": list(plan.frozen_group_names),
         "optimizer": optimizer_part,
@@ -135,12 +138,55 @@ def save_layout(layout: dict[str, Any], directory: str | os.PathLike[str]) -> Pa
     return path
 
 
+def _hash_of(layout: Mapping[str, Any]) -> str:
+    """What a layout's ``hash`` must be: version 1 hashed the groups alone, version 2 the optimizer too."""
+    if layout.get("version", 1) == 1:
+        return digest(layout["groups"])
+    return digest({"groups": layout["groups"], "optimizer": layout.get("optimizer")})
+
+
+def _layout_problem(layout: Any) -> str | None:
+    """What is wrong with a layout read from a file, or None; the hash is checked against the content."""
+    if not isinstance(layout, dict) or not isinstance(layout.get("groups"), list) or "hash" not in layout:
+        return "is not a param-group layout (expected a JSON object with 'version', 'hash' and 'groups')"
+    version = layout.get("version", 1)
+    if version not in LAYOUT_VERSIONS:
+        known = " and ".join(map(str, LAYOUT_VERSIONS))
+        return f"has version {version!r}, and this layerwise_trainer reads versions {known}"
+    for group in layout["groups"]:
+        parameters = group.get("parameters") if isinstance(group, dict) else None
+        if not isinstance(parameters, list) or not all(
+            isinstance(item, list) and len(item) == 2 for item in parameters
+        ):
+            return "is not a param-group layout (a group without its list of [name, shape] parameters)"
+    if layout["hash"] != _hash_of(layout):
+        return (
+            "does not match its own SHA-256: it was changed after it was saved, so it can no longer say which "
+            "saved state belongs to which parameter. Restore the file as the run wrote it, or start a new run "
+            "from the checkpoint's weights (without resume_from_checkpoint)"
+        )
+    return None
+
+
 def load_layout(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The layout saved in a checkpoint directory, or None when it has none."""
+    """The layout saved in a checkpoint directory, checked against its own hash; None when it has none.
+
+    Raises:
+        CheckpointLayoutError: The file is not JSON, not a layout, of an unknown version, or does not match
+            the SHA-256 saved in it; the message names the file. Nothing is loaded from such a checkpoint,
+            with or without ``resume_with_changed_groups``.
+    """
     path = Path(directory) / LAYOUT_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        layout = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointLayoutError(f"cannot resume from {directory}: {path} is not JSON ({error})") from None
+    problem = _layout_problem(layout)
+    if problem is not None:
+        raise CheckpointLayoutError(f"cannot resume from {directory}: {path} {problem}")
+    return layout
 
 
 def _names(parameters: list[list[Any]]) -> list[str]:
@@ -223,7 +269,7 @@ def layout_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 
 def _comparable(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     if saved.get("version", 1) == 1:  # the hash covered the groups alone, and no optimizer was recorded
-        return {**current, "hash": digest(current["groups"]), "optimizer": None}
+        return {**current, "version": 1, "hash": _hash_of({**current, "version": 1}), "optimizer": None}
     return current
 
 
@@ -269,19 +315,46 @@ def check_resume_layout(checkpoint: str | os.PathLike[str], current: dict[str, A
     )
 
 
+def load_saved_state(
+    checkpoint: str | os.PathLike[str], name: str, map_location: Any = "cpu", *, mmap: bool = False
+) -> Any:
+    """A ``.pt`` file of the checkpoint, loaded as the Trainer loads it (``weights_only=True``).
+
+    Raises:
+        CheckpointLayoutError: The file cannot be read that way (damaged, not a torch file, or holding objects
+            ``weights_only`` refuses), naming the file: the Trainer's own load would stop there too, with an
+            unpickling error that names none.
+    """
+    path = Path(checkpoint) / name
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as error:  # torch raises many kinds for a file it cannot read
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointLayoutError(f"cannot resume from {checkpoint}: {path} cannot be read ({reason})") from None
+
+
+def check_saved_files_readable(checkpoint: str | os.PathLike[str]) -> None:
+    """Read ``optimizer.pt`` (its tensors mapped, not loaded) and ``scheduler.pt`` before the Trainer does.
+
+    Raises:
+        CheckpointLayoutError: One of them cannot be read, naming it.
+    """
+    for name, mmap in ((OPTIMIZER_FILE, True), (SCHEDULER_FILE, False)):
+        if (Path(checkpoint) / name).is_file():
+            load_saved_state(checkpoint, name, mmap=mmap)
+
+
 def _saved_optimizer_groups(checkpoint: str | os.PathLike[str]) -> list[dict[str, Any]] | None:
     """The param groups of the optimizer state in ``checkpoint``, read without loading its tensors.
 
-    None when there is no such file or it cannot be read this way (another serialisation, objects that
-    `weights_only` refuses): the check is then skipped and the Trainer's own loading decides.
+    None when there is no such file, or it holds no param groups (another serialisation).
+
+    Raises:
+        CheckpointLayoutError: The file cannot be read with ``weights_only=True``, as the Trainer reads it.
     """
-    path = Path(checkpoint) / OPTIMIZER_FILE
-    if not path.is_file():
+    if not (Path(checkpoint) / OPTIMIZER_FILE).is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # whatever torch raises for a file it cannot read this way
-        return None
+    state = load_saved_state(checkpoint, OPTIMIZER_FILE, mmap=True)
     groups = state.get("param_groups") if isinstance(state, dict) else None
     return groups if isinstance(groups, list) else None
 
@@ -357,7 +430,6 @@ def check_saved_optimizer(
     )
 
 
-SCHEDULER_FILE = "scheduler.pt"
 REPORT_STEM = "resume_transfer"
 SWITCH = "resume_with_changed_groups"
 STOCK_GROUP = "stock"
@@ -513,11 +585,6 @@ def plan_transfer(
         raise _refused(checkpoint, str(error)) from error
 
 
-def load_saved_state(checkpoint: str | os.PathLike[str], name: str, map_location: Any = "cpu") -> Any:
-    """A ``.pt`` file of the checkpoint, loaded with ``weights_only=True``."""
-    return torch.load(Path(checkpoint) / name, map_location=map_location, weights_only=True)
-
-
 def report_text(transfer: StateTransfer, checkpoint: Any) -> str:
     """The report: a heading line, the per-group table, and the reshaped and dropped parameters by name."""
     lines = [f"Optimizer state carried by parameter name from {checkpoint}:", "", transfer.table()]
@@ -539,6 +606,16 @@ def write_report(transfer: StateTransfer, checkpoint: Any, directory: str | os.P
     return [markdown, data]
 
 
+def _continue_saved_schedule(trainer: Any, checkpoint: str | os.PathLike[str]) -> None:
+    """Put the trainer's scheduler at the step ``scheduler.pt`` saved, when the checkpoint has one."""
+    if not (Path(checkpoint) / SCHEDULER_FILE).is_file():
+        return
+    try:
+        continue_schedule(trainer.lr_scheduler, load_saved_state(checkpoint, SCHEDULER_FILE))
+    except ScheduleNotCarried as error:
+        raise _refused(checkpoint, str(error)) from None
+
+
 def resume_with_transfer(
     trainer: Any, checkpoint: str, plan: GroupPlan, current_layout: Mapping[str, Any], model: nn.Module
 ) -> StateTransfer | None:
@@ -552,8 +629,8 @@ def resume_with_transfer(
         model: The model (for the stock Trainer's decay rule).
 
     Returns:
-        The transfer that was loaded; None when the checkpoint has no optimizer state (saved with
-        ``save_only_model``), which the stock Trainer does not load either.
+        The transfer that was loaded; None when the checkpoint has no optimizer state, which the stock Trainer
+        does not load either. The schedule continues from the saved step whenever ``scheduler.pt`` is there.
 
     Raises:
         CheckpointLayoutError: Under FSDP or DeepSpeed, or for state that cannot be carried by name.
@@ -561,6 +638,7 @@ def resume_with_transfer(
     check_transfer_supported(trainer, checkpoint)
     if not (Path(checkpoint) / OPTIMIZER_FILE).is_file():
         logger.warning("%s has no %s: there is no optimizer state to carry", checkpoint, OPTIMIZER_FILE)
+        _continue_saved_schedule(trainer, checkpoint)
         return None
     args = trainer.args
     on_device = args.world_size > 1 and args.device.type != "cpu"
@@ -572,11 +650,7 @@ def resume_with_transfer(
     # or model on its disk) would train diverging replicas, so the transfer is compared across ranks.
     check_same_on_every_rank(digest(transfer.to_data()), "the optimizer state transfers")
     trainer.optimizer.load_state_dict(transfer.state_dict)
-    if (Path(checkpoint) / SCHEDULER_FILE).is_file():
-        try:
-            continue_schedule(trainer.lr_scheduler, load_saved_state(checkpoint, SCHEDULER_FILE))
-        except ScheduleNotCarried as error:
-            raise _refused(checkpoint, str(error)) from None
+    _continue_saved_schedule(trainer, checkpoint)
     logger.warning("%s", report_text(transfer, checkpoint).rstrip())
     if args.should_save:
         write_report(transfer, checkpoint, args.output_dir)

@@ -23,6 +23,7 @@ from .callbacks import GroupDiagnosticsCallback, GroupLearningRateCallback
 from .checkpoints import (
     LAYOUT_FILE,
     check_resume_layout,
+    check_saved_files_readable,
     check_saved_optimizer,
     layout_matches,
     optimizer_layout,
@@ -332,6 +333,7 @@ class LayerwiseTrainerMixin:
             self.resume_transfer = resume_with_transfer(trainer, checkpoint, self.group_plan, current, trainer.model)
             return
         has_layout = check_resume_layout(checkpoint, current)
+        check_saved_files_readable(checkpoint)
         if not has_layout:
             logger.warning(
                 "%s has no %s (it was not saved by a LayerwiseTrainer): its optimizer state is loaded "

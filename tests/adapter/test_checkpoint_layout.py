@@ -8,11 +8,11 @@ import logging
 
 import pytest
 import torch
-from helpers import tiny_bert
+from helpers import tiny_bert, training_args
 from safetensors.torch import load_file
 from transformers import Trainer
 
-from layerwise_trainer import LayerwiseTrainer, SpecError
+from layerwise_trainer import LayerwiseTrainer, LayerwiseTrainingArguments, SpecError
 from layerwise_trainer.checkpoints import (
     LAYOUT_FILE,
     CheckpointLayoutError,
@@ -61,9 +61,9 @@ def first_run(make_args, data, tmp_path):
 
 
 def resumed_trainer(make_args, data, tmp_path, spec, **overrides):
-    args = make_args(
-        output_dir=str(tmp_path / "resumed"), save_strategy="no", max_steps=6, lr_scheduler_type="linear",
-        warmup_steps=2, weight_decay=0.01, **overrides,
+    args = training_args(
+        tmp_path / "resumed", LayerwiseTrainingArguments, save_strategy="no", max_steps=6,
+        lr_scheduler_type="linear", warmup_steps=2, weight_decay=0.01, **overrides,
     )  # fmt: skip
     return LayerwiseTrainer(model=tiny_bert(), args=args, train_dataset=data, param_groups=spec)
 
@@ -272,10 +272,77 @@ def test_a_version_1_layout_with_another_optimizer_is_refused(first_run, make_ar
     )
 
 
-def test_an_optimizer_file_the_check_cannot_read_is_left_to_the_trainer(tmp_path):
+def test_an_optimizer_file_the_check_reads_without_loading_its_tensors(tmp_path):
     from layerwise_trainer.checkpoints import OPTIMIZER_FILE, _saved_optimizer_groups
 
-    (tmp_path / OPTIMIZER_FILE).write_bytes(b"not a torch file")
     assert _saved_optimizer_groups(tmp_path) is None
     torch.save({"param_groups": [{"lr": 0.1, "params": [0]}], "state": {}}, tmp_path / OPTIMIZER_FILE)
     assert _saved_optimizer_groups(tmp_path) == [{"lr": 0.1, "params": [0]}]
+
+
+def swap_two_parameter_names(checkpoint):
+    """Damage the layout as a hand edit would: two parameters of `low` trade names, the hash is kept."""
+    layout = json.loads((checkpoint / LAYOUT_FILE).read_text())
+    low = next(group for group in layout["groups"] if group["name"] == "low")
+    names = [entry[0] for entry in low["parameters"]]
+    query, key = (
+        names.index("bert.encoder.layer.0.attention.self.query.weight"),
+        names.index("bert.encoder.layer.0.attention.self.key.weight"),
+    )
+    low["parameters"][query][0], low["parameters"][key][0] = names[key], names[query]
+    (checkpoint / LAYOUT_FILE).write_text(json.dumps(layout))
+
+
+@pytest.mark.parametrize("switch", [False, True], ids=["refused", "carried by name"])
+def test_a_layout_changed_after_it_was_saved_is_refused_with_or_without_the_switch(
+    first_run, make_args, data, tmp_path, switch
+):
+    _, checkpoint = first_run
+    swap_two_parameter_names(checkpoint)
+    changed = {"groups": [*SPEC["groups"][:3], {**SPEC["groups"][3], "lr": 1e-2}]}
+    resumed = resumed_trainer(make_args, data, tmp_path, changed, resume_with_changed_groups=switch)
+    with pytest.raises(CheckpointLayoutError) as caught:
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert str(caught.value) == (
+        f"cannot resume from {checkpoint}: {checkpoint / LAYOUT_FILE} does not match its own SHA-256: it was "
+        "changed after it was saved, so it can no longer say which saved state belongs to which parameter. "
+        "Restore the file as the run wrote it, or start a new run from the checkpoint's weights (without "
+        "resume_from_checkpoint)"
+    )
+    assert resumed.state.global_step == 3  # refused before any step after the checkpoint
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{not json", "is not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+        ("[1, 2]", "is not a param-group layout (expected a JSON object with 'version', 'hash' and 'groups')"),
+        (
+            '{"version": 3, "hash": "0", "groups": []}',
+            "has version 3, and this layerwise_trainer reads versions 1 and 2",
+        ),
+        (
+            '{"version": 2, "hash": "0", "groups": [{"name": "low"}]}',
+            "is not a param-group layout (a group without its list of [name, shape] parameters)",
+        ),
+    ],
+    ids=["not JSON", "not an object", "unknown version", "no parameters"],
+)
+def test_a_layout_file_that_cannot_be_read_is_refused_naming_it(first_run, make_args, data, tmp_path, content, problem):
+    _, checkpoint = first_run
+    (checkpoint / LAYOUT_FILE).write_text(content)
+    with pytest.raises(CheckpointLayoutError) as caught:
+        resumed_trainer(make_args, data, tmp_path, SPEC).train(resume_from_checkpoint=str(checkpoint))
+    assert str(caught.value) == f"cannot resume from {checkpoint}: {checkpoint / LAYOUT_FILE} {problem}"
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt"])
+@pytest.mark.parametrize("switch", [False, True], ids=["same groups", "carried by name"])
+def test_a_damaged_optimizer_or_scheduler_file_is_refused_naming_it(first_run, make_args, data, tmp_path, name, switch):
+    _, checkpoint = first_run
+    (checkpoint / name).write_bytes(b"not a torch file")
+    spec = SPEC if not switch else {"groups": [*SPEC["groups"][:3], {**SPEC["groups"][3], "lr": 1e-2}]}
+    resumed = resumed_trainer(make_args, data, tmp_path, spec, resume_with_changed_groups=switch)
+    with pytest.raises(CheckpointLayoutError) as caught:
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert str(caught.value).startswith(f"cannot resume from {checkpoint}: {checkpoint / name} cannot be read (")

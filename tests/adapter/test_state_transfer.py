@@ -402,6 +402,21 @@ def test_a_checkpoint_without_optimizer_state_has_nothing_to_carry(saved_run, tm
     assert resumed.state.global_step == 4
 
 
+def test_without_optimizer_state_the_schedule_still_continues_from_the_saved_step(saved_run, tmp_path):
+    _, checkpoint = saved_run
+    copy = tmp_path / "checkpoint-3"
+    shutil.copytree(checkpoint, copy)
+    (copy / "optimizer.pt").unlink()
+    resumed, loaded = resume(tmp_path, copy, CHANGED)
+    rates = {"embeddings": 1e-4, "lower": 1e-3, "high": 2e-3, "pooler": 3e-3, "classifier": 3e-3}
+    assert [(name, lr) for name, lr, _ in loaded.groups][::2] == [(name, rate * linear_factor(3))
+                                                                 for name, rate in rates.items()]  # fmt: skip
+    assert [(step, rates) for step, rates in group_rates(resumed) if step > 3] == [
+        (step, {f"learning_rate/{name}": rate * linear_factor(step - 1) for name, rate in rates.items()})
+        for step in (4, 5, 6)
+    ]
+
+
 def test_every_rank_compares_its_transfer_before_loading_it(changed_resume):
     trainer, loaded = changed_resume
     rows = json.dumps(trainer.resume_transfer.to_data(), sort_keys=True).encode("utf-8")
