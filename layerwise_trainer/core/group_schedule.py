@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from ..errors import SpecError, describe_value, whole_number_problem
@@ -144,7 +145,10 @@ class TrainingLength:
     steps_per_epoch: int | None = None
 
     def steps(self, amount: ScheduleAmount, *, of_steps: int | None = None) -> int:
-        """``amount`` in optimizer steps: epochs and fractions rounded to the nearest step, ratios up.
+        """``amount`` in optimizer steps: epochs and fractions to the nearest step (a tie rounds up), ratios up.
+
+        The product is taken of the number as the spec wrote it, exactly: a ratio of 0.28 over 25 steps is 7
+        steps, where the float product (7.000000000000001) would round up to 8.
 
         Args:
             amount: The amount.
@@ -158,10 +162,15 @@ class TrainingLength:
         if amount.unit == "epochs":
             if self.steps_per_epoch is None:
                 raise ValueError("epochs need a training set with a length")
-            return int(amount.amount * self.steps_per_epoch + 0.5)
+            return math.floor(_as_written(amount.amount) * self.steps_per_epoch + Fraction(1, 2))
         if amount.unit == "fraction":
-            return int(amount.amount * self.total_steps + 0.5)
-        return math.ceil(amount.amount * (self.total_steps if of_steps is None else of_steps))
+            return math.floor(_as_written(amount.amount) * self.total_steps + Fraction(1, 2))
+        return math.ceil(_as_written(amount.amount) * (self.total_steps if of_steps is None else of_steps))
+
+
+def _as_written(number: float) -> Fraction:
+    """The decimal a spec wrote, exactly: the shortest text that reads back as the float (0.28 is 7/25)."""
+    return Fraction(repr(number))
 
 
 @dataclass(frozen=True)

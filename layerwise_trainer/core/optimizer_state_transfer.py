@@ -70,8 +70,10 @@ class StateTransfer:
     Args:
         state_dict: ``{"state", "param_groups"}`` for the new optimizer's ``load_state_dict``: the saved
             per-parameter state at the new positions, and the new optimizer's own param groups.
-        groups: One `GroupTransfer` per new param group, in order, then one per saved group none of
-            whose parameters are still trained.
+        groups: One `GroupTransfer` per new param group, in order; a saved group's dropped parameters (no
+            longer trained) are listed on the new group of the same label. Then one row for each saved group
+            that has no new group of its label and lost parameters, listing only those: its parameters that
+            are still trained are counted on the groups that hold them now.
     """
 
     state_dict: dict[str, Any]

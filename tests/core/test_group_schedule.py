@@ -140,12 +140,20 @@ def test_resolve_groups_puts_the_timing_on_the_groups_that_have_it():
         (ScheduleAmount("fraction", 0.5), None, 5),
         (ScheduleAmount("fraction", 0.25), None, 3),  # 2.5 steps: halves round up
         (ScheduleAmount("fraction", 0.05), None, 1),
-        (ScheduleAmount("ratio", 0.25), None, 3),  # ratios round up, as TrainingArguments.warmup_ratio
+        (ScheduleAmount("ratio", 0.25), None, 3),  # ratios round up, as the Trainer's warm-up ratio
         (ScheduleAmount("ratio", 0.25), 6, 2),  # a ratio of the group's own 6 steps
+        (ScheduleAmount("ratio", 0.28), 25, 7),  # 7 exactly: the float product is 7.000000000000001
+        (ScheduleAmount("ratio", 0.07), 100, 7),  # the float product is 7.000000000000001 here too
+        (ScheduleAmount("epochs", 0.7), 1, 3),  # 0.7 x 4 = 2.8: nearest
     ],
 )
 def test_amounts_in_optimizer_steps(amount, of_steps, steps):
     assert TrainingLength(total_steps=10, steps_per_epoch=4).steps(amount, of_steps=of_steps) == steps
+
+
+def test_a_tie_in_the_written_numbers_rounds_up_where_the_float_product_falls_short():
+    assert 0.29 * 50 < 14.5  # 14.499999999999998
+    assert TrainingLength(total_steps=50).steps(ScheduleAmount("fraction", 0.29)) == 15
 
 
 def test_epochs_without_an_epoch_length_have_no_steps():

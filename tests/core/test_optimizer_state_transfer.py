@@ -37,6 +37,15 @@ def param_groups(*sizes):
     return groups
 
 
+def test_dropped_parameters_are_listed_on_the_group_of_their_label_else_on_a_row_of_their_own():
+    current = [group("head", [("c", (3,)), ("a", (2, 2))])]  # d dropped from head; b dropped, a moved from body
+    transfer = transfer_state(SAVED, SAVED_GROUPS, current, param_groups(2), "AdamW")
+    assert [(row.label, row.carried, row.dropped) for row in transfer.groups] == [
+        ("head", ("c", "a"), ("d",)),  # the label is still a group: its dropped parameter is listed there
+        ("body", (), ("b",)),  # the label is gone: a row lists only what was dropped, not a (still trained)
+    ]
+
+
 def test_state_follows_the_name_to_its_new_position_shapes_checked_and_the_rest_reported():
     current = [
         group("head", [("d", (1,)), ("a", (2, 2))], lr=2e-3),  # d and a moved here, a rate changed
