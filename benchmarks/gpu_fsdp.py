@@ -13,48 +13,71 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from .common import BenchmarkResult, Target
-from .gpu_fsdp_worker import SAVE_AT, SPEC, STEPS
+from .gpu_fsdp_worker import PROGRESS, SAVE_AT, SPEC, STEPS
 from .gpu_runs import PartContext, bytes_text
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 LAUNCH_SECONDS = 20  # torchrun's start and the child's imports, before it trains
+GRACE_SECONDS = 10  # past the worker's own time limit, before torchrun is stopped
 
 
 def _launch(result_path: Path, context: PartContext, timeout: float) -> tuple[int | None, str]:
+    """Run the worker under torchrun; its exit status (None past ``timeout``) and its output.
+
+    The worker's own progress lines are reported as they come; the rest of its output (warnings, a
+    traceback) is returned for the report.
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))}
     if context.device != "cuda":
         env["CUDA_VISIBLE_DEVICES"] = ""
     env.setdefault("OMP_NUM_THREADS", "1")
+    # The worker ends itself at the time given (seconds since the epoch); torchrun gets a little longer.
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
         "--module", "benchmarks.gpu_fsdp_worker", str(result_path), context.scale, context.device,
+        f"{time.time() + timeout:.0f}",
     ]  # fmt: skip
-    context.report(f"  e: {' '.join(command[1:])} (time limit {timeout:.0f} s)")
-    # A session of its own, so that a timeout ends torchrun and the worker it started, not torchrun alone.
+    context.report(f"  e: {' '.join(command[1:])}")
     process = subprocess.Popen(
         command, cwd=REPOSITORY, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
+    lines: list[str] = []
+
+    def follow() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith(PROGRESS):
+                context.report(f"  e: {line[len(PROGRESS) :].strip()}")
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
     try:
-        output, _ = process.communicate(timeout=timeout)
+        code: int | None = process.wait(timeout=timeout + GRACE_SECONDS)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        return None, output
-    return process.returncode, output
+        # torchrun stops its workers on SIGTERM (they run in sessions of their own, out of reach of a group kill).
+        process.terminate()
+        try:
+            process.wait(timeout=GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        code = None
+    reader.join(timeout=GRACE_SECONDS)
+    return code, "".join(lines)
 
 
 def fsdp2(context: PartContext) -> BenchmarkResult:
-    timeout = max(LAUNCH_SECONDS, context.clock.deadline - time.monotonic())
+    timeout = max(LAUNCH_SECONDS, context.clock.deadline - time.monotonic() - GRACE_SECONDS)
     with tempfile.TemporaryDirectory() as directory:
         result_path = Path(directory) / "worker.json"
         code, output = _launch(result_path, context, timeout)

@@ -1,25 +1,29 @@
 """Part e's worker: one process under torchrun, training through the Trainer's own FSDP2 path with a spec.
 
 ``benchmarks/gpu_fsdp.py`` starts it as ``python -m torch.distributed.run --standalone --nproc_per_node 1
---module benchmarks.gpu_fsdp_worker RESULT SCALE DEVICE`` with the repository root on ``PYTHONPATH``. The
-Trainer enables FSDP only in a distributed run, hence torchrun even for one process. On a GPU accelerate
-wraps the model with FSDP2 (``fully_shard``) and `LayerwiseTrainer` builds the groups; on a CPU accelerate
-has no FSDP and the same arguments may be refused or run as plain data parallelism: the result says which.
+--module benchmarks.gpu_fsdp_worker RESULT SCALE DEVICE END`` with the repository root on ``PYTHONPATH``;
+it ends itself at END (seconds since the epoch). The Trainer enables FSDP only in a distributed run, hence
+torchrun even for one process. On a GPU accelerate wraps the model with FSDP2 (``fully_shard``) and
+`LayerwiseTrainer` builds the groups; on a CPU accelerate has no FSDP and runs the same arguments as plain
+data parallelism: the result says which.
 
-Three stages, each written to RESULT as soon as it ends (a later stage that fails keeps the earlier ones):
+Two stages, each written to RESULT as soon as it ends (a later stage that fails keeps the earlier one):
 
-1. train: 6 steps with a frozen embedding, layer decay over the layers and a fast head, saving a checkpoint
-   at step 3: the optimizer's groups, every group's logged rates, the frozen weights bit for bit, memory;
-2. resume: a fresh model and trainer resume from the step-3 checkpoint and train to step 6: the losses of
-   steps 4-6 and the final weights against the uninterrupted run;
-3. the checkpoint's files.
+1. train: 6 steps with a frozen embedding, layer decay over the layers and a fast head, saving checkpoints
+   at steps 3 and 6: the optimizer's groups, every group's logged rates, the frozen weights bit for bit,
+   memory;
+2. resume: the step-3 checkpoint's files; a fresh model and trainer resume from it and train to step 6: the
+   losses of steps 4-6 and the final weights against the uninterrupted run, the frozen weights again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ SHAPES = {
 SEQUENCE = {"smoke": 32, "full": 512}
 BATCH = {"smoke": 2, "full": 4}
 STEPS, SAVE_AT = 6, 3
+PROGRESS = "worker: "  # the lines the parent shows as they come
 SPEC = {
     "groups": [
         {"name": "embeddings", "match": "model.embed_tokens.*", "freeze": True},
@@ -164,7 +169,21 @@ def resume(
     }
 
 
-def main(result_path: Path, scale: str, device: str) -> int:
+def stop_at(end: float) -> None:
+    """End this process at ``end`` (seconds since the epoch), whatever it is doing (a hung collective
+    included): what the stages finished is already written."""
+
+    def stop() -> None:
+        print(f"{PROGRESS}time limit reached, stopping", flush=True)
+        os._exit(124)
+
+    timer = threading.Timer(max(0.0, end - time.time()), stop)
+    timer.daemon = True
+    timer.start()
+
+
+def main(result_path: Path, scale: str, device: str, end: float) -> int:
+    stop_at(end)
     result: dict[str, Any] = {"scale": scale, "device": device, "torch": torch.__version__, "errors": {}}
 
     def write() -> None:
@@ -175,6 +194,8 @@ def main(result_path: Path, scale: str, device: str) -> int:
         work = Path(directory)
         first = None
         for stage in ("train", "resume"):
+            started = time.monotonic()
+            print(f"{PROGRESS}{stage}: starting", flush=True)
             try:
                 if stage == "train":
                     first = train(result, work, scale, device)
@@ -184,6 +205,8 @@ def main(result_path: Path, scale: str, device: str) -> int:
                 result["errors"][stage] = traceback.format_exc(limit=-8)
                 status = 1
             write()
+            outcome = "FAILED" if stage in result["errors"] else "done"
+            print(f"{PROGRESS}{stage}: {outcome} in {time.monotonic() - started:.0f} s", flush=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -191,4 +214,4 @@ def main(result_path: Path, scale: str, device: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3]))
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])))

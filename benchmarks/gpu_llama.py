@@ -8,12 +8,12 @@ checkpointing.
 
 The batch is the largest that fits, found by a quick probe and arithmetic rather than by trying batches
 until one runs out of memory (each failed try at this size costs seconds and fragments the allocator): the
-allocator's peak over a forward and backward pass at batch 1 and at batch 2, whose difference is what one
-more sequence costs (activations, logits and their gradients grow linearly with the batch), plus Adam's two
-float32 moments per parameter, which the probe does not hold. The largest batch whose predicted peak stays
-within 90 % of the device is `largest_batch`; the 10 % left free is for the allocator's block rounding and
-what the Trainer holds beside the model. Should a run still run out of memory, the part starts again once
-with the batch cut by a quarter, and the report says so.
+allocator's peak over two steps of the stock Trainer (the second holds Adam's state, as every later step
+does) at batch 1 and at batch 2. Their difference is what one more sequence costs: activations, logits and
+their gradients grow linearly with the batch, weights, gradients and optimizer state do not. The largest
+batch whose peak, so extrapolated, stays within 90 % of the device is `largest_batch`; the 10 % left free is
+for the allocator's block rounding and fragmentation. Should a run still run out of memory, the part starts
+again once with the batch cut by a quarter, and the report says so.
 """
 
 from __future__ import annotations
@@ -24,10 +24,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Trainer
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
 from .common import BenchmarkResult, Spread
-from .gpu_runs import Alternation, PartContext, Windows, bytes_text, memory_columns, release, windows_text
+from .gpu_runs import (
+    Alternation,
+    PartContext,
+    Windows,
+    bytes_text,
+    memory_columns,
+    release,
+    train_windows,
+    windows_text,
+)
 
 LEARNING_RATE = 1e-5
 FILL = 0.9  # of the device's memory the chosen batch may use
@@ -104,11 +113,10 @@ def llm_arguments(context: PartContext, batch: int, **extra: Any) -> dict[str, A
 # --- The batch --------------------------------------------------------------------------------------------
 
 
-def largest_batch(peak_at_1: int, peak_at_2: int, optimizer_state: int, capacity: int, fill: float = FILL) -> int:
-    """The largest batch whose predicted peak, ``peak(1) + (batch - 1) x (peak(2) - peak(1)) + state``, stays
-    within ``fill`` of ``capacity`` bytes; at least 1."""
-    per_sequence = peak_at_2 - peak_at_1
-    return max(1, 1 + math.floor((fill * capacity - peak_at_1 - optimizer_state) / per_sequence))
+def largest_batch(peak_at_1: int, peak_at_2: int, capacity: int, fill: float = FILL) -> int:
+    """The largest batch whose peak, extrapolated from batches 1 and 2 (``peak(1) + (batch - 1) x (peak(2) -
+    peak(1))``), stays within ``fill`` of ``capacity`` bytes; at least 1."""
+    return max(1, 1 + math.floor((fill * capacity - peak_at_1) / (peak_at_2 - peak_at_1)))
 
 
 @dataclass(frozen=True)
@@ -120,43 +128,34 @@ class BatchChoice:
     numbers: dict[str, Any]
 
 
-def _probe_peak(model: LlamaForCausalLM, shape: LlamaShape, batch: int) -> int:
-    """The allocator's peak over one forward and backward pass at ``batch``, under bf16 autocast."""
-    release("cuda")
-    torch.cuda.reset_peak_memory_stats()
-    input_ids = torch.randint(0, shape.vocab, (batch, shape.sequence), device="cuda")
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = model(input_ids=input_ids, labels=input_ids).loss
-    loss.backward()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated()
-    model.zero_grad(set_to_none=True)
-    return peak
+def _probe_peak(context: PartContext, batch: int) -> int:
+    """The allocator's peak over two steps of the stock Trainer at ``batch`` (the second holds Adam's state)."""
+    shape = SHAPES[context.scale]
+    windows = Windows(((2, 2),))
+    data = data_for(shape, batch, windows)
+
+    def stock(args: TrainingArguments) -> Trainer:
+        return Trainer(model=llama(shape, context.device), args=args, train_dataset=data)
+
+    return train_windows(stock, windows, context.device, llm_arguments(context, batch)).run_peak_bytes
 
 
 def choose_batch(context: PartContext) -> BatchChoice:
     """The largest batch that fits (see the module docstring); on a CPU, a fixed small one."""
+    peaks = [_probe_peak(context, batch) for batch in (1, 2)]
     if context.device != "cuda":
-        return BatchChoice(2, "fixed at 2 (no allocator to probe on a CPU)", {})
-    shape = SHAPES[context.scale]
-    model = llama(shape, "cuda")
-    peaks = [_probe_peak(model, shape, batch) for batch in (1, 2)]
-    parameters = sum(parameter.numel() for parameter in model.parameters())
-    del model
-    release("cuda")
-    state = 8 * parameters  # Adam's exp_avg and exp_avg_sq in float32
+        return BatchChoice(2, "fixed at 2 (the probe ran, but a CPU has no allocator whose peak it could read)", {})
     capacity = torch.cuda.get_device_properties(0).total_memory
-    batch = largest_batch(peaks[0], peaks[1], state, capacity)
-    predicted = peaks[0] + (batch - 1) * (peaks[1] - peaks[0]) + state
+    batch = largest_batch(peaks[0], peaks[1], capacity)
+    predicted = peaks[0] + (batch - 1) * (peaks[1] - peaks[0])
     how = (
-        f"probe: a forward and backward pass peaked at {bytes_text(peaks[0])} at batch 1 and {bytes_text(peaks[1])} "
-        f"at batch 2 ({bytes_text(peaks[1] - peaks[0])} a sequence); with Adam's state ({bytes_text(state)}) batch "
-        f"{batch} is predicted to peak at {bytes_text(predicted)}, the largest within {FILL:.0%} of "
-        f"{bytes_text(capacity)}"
+        f"probe: two steps of the stock Trainer peaked at {bytes_text(peaks[0])} at batch 1 and "
+        f"{bytes_text(peaks[1])} at batch 2 ({bytes_text(peaks[1] - peaks[0])} a sequence); batch {batch} is "
+        f"predicted to peak at {bytes_text(predicted)}, the largest within {FILL:.0%} of {bytes_text(capacity)}"
     )
     numbers = {
-        "parameters": parameters, "peak_batch_1": peaks[0], "peak_batch_2": peaks[1], "optimizer_state": state,
-        "device_memory": capacity, "fill": FILL, "predicted_peak": predicted,
+        "peak_batch_1": peaks[0], "peak_batch_2": peaks[1], "device_memory": capacity, "fill": FILL,
+        "predicted_peak": predicted,
     }  # fmt: skip
     return BatchChoice(batch, how, numbers)
 

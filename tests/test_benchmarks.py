@@ -158,7 +158,7 @@ def test_the_sides_alternate_and_stop_when_the_parts_time_is_spent():
     assert alternation.stopped_early.startswith("1 of 5 rounds: another round")
 
 
-def test_the_largest_batch_keeps_the_predicted_peak_within_the_fill():
-    # Batch 1 peaks at 10 GiB, batch 2 at 15 GiB: 5 GiB a sequence; Adam's state 8 GiB; 90 % of 100 GiB.
-    assert gpu_llama.largest_batch(10 * GIB, 15 * GIB, 8 * GIB, 100 * GIB, fill=0.9) == 15  # 10 + 14 x 5 + 8 = 88
-    assert gpu_llama.largest_batch(10 * GIB, 15 * GIB, 8 * GIB, 20 * GIB, fill=0.9) == 1  # never below 1
+def test_the_largest_batch_keeps_the_extrapolated_peak_within_the_fill():
+    # Batch 1 peaks at 20 GiB, batch 2 at 25 GiB: 5 GiB a sequence; 90 % of 100 GiB.
+    assert gpu_llama.largest_batch(20 * GIB, 25 * GIB, 100 * GIB, fill=0.9) == 15  # 20 + 14 x 5 = 90
+    assert gpu_llama.largest_batch(20 * GIB, 25 * GIB, 20 * GIB, fill=0.9) == 1  # never below 1
