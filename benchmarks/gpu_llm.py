@@ -87,7 +87,7 @@ def _llm_throughput(context: PartContext, batch: int) -> BenchmarkResult:
         LLRD: _trained(layerwise, windows, context, arguments, inspect=trainer_facts),
     }
     alternation = alternate(sides, context.pick(smoke=2, full=5), context.clock, context.report, "a")
-    context.shared["a"] = alternation
+    context.shared["a"] = (batch, alternation)
     ratio = alternation.per_round_ratios(STOCK, LLRD)
     rows = [
         side_row(
@@ -149,7 +149,7 @@ def _frozen_lower_half(context: PartContext, batch: int) -> BenchmarkResult:
         FROZEN: _trained(layerwise, windows, context, arguments, inspect=trainer_facts),
     }
     alternation = alternate(sides, context.pick(smoke=1, full=5), context.clock, context.report, "b")
-    context.shared["b"] = alternation
+    context.shared["b"] = (batch, alternation)
     speed_up = alternation.per_round_ratios(HAND_BUILT, FROZEN)
     rows = [
         side_row(name, alternation, name, batch, shape.sequence,
@@ -225,8 +225,10 @@ def _staged_start(context: PartContext, batch: int) -> BenchmarkResult:
         spread, last = Spread.of([window.step_seconds for window in windows]), windows[-1]
         compared = "-"
         part, side, name = baselines.get(phase, (None, None, None))
-        baseline = context.shared.get(part) if part else None
-        if baseline is not None:
+        base_batch, baseline = context.shared.get(part, (None, None))
+        if baseline is not None and base_batch != batch:
+            compared = f"- ({name} ran at batch {base_batch})"
+        elif baseline is not None:
             ratio = spread.median / baseline.step_seconds(side).median
             base = baseline.runs[side][-1].windows[-1]
             held = (last.optimizer_state_bytes, last.gradient_bytes)
@@ -312,11 +314,11 @@ def diagnostics_cost(context: PartContext) -> BenchmarkResult:
         "windows, each of which holds one logging step). Keys: the diagnostic keys in a log entry "
         f"({', '.join(DIAGNOSTIC_PREFIXES)} per group)."
     ]
-    a = context.shared.get("a")
-    if a is not None:
+    if "a" in context.shared:
+        a_batch, a = context.shared["a"]
         share = extra / (every * a.step_seconds(LLRD).median)
         notes.append(
-            f"At part a's batch ({context.shared['batch'].batch}) the same time per logging step would be "
+            f"At part a's batch ({a_batch}) the same time per logging step would be "
             f"{share:.2%} of {every} steps (arithmetic from part a's step time, not measured)."
         )
     notes.append(rounds_note(alternation, windows))

@@ -134,8 +134,8 @@ class WindowClock(TrainerCallback):
             now = time.perf_counter()
             first, last = self.ends[step]
             peak = torch.cuda.max_memory_allocated() if self.device == "cuda" else None
-            seconds, state = now - self._opened[first], optimizer_state_bytes(optimizer)
-            self.recorded.append(Window(first, last, seconds, peak, state, self._gradient_bytes))
+            seconds, held = now - self._opened[first], optimizer_state_bytes(optimizer)
+            self.recorded.append(Window(first, last, seconds, peak, held, self._gradient_bytes))
         if step in self.starts:
             synchronize(self.device)
             if self.device == "cuda":

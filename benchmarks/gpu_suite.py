@@ -97,16 +97,22 @@ def _suite_environment(device: str, scale: str, budget: float) -> dict[str, Any]
 
 
 def render(
-    results: Sequence[BenchmarkResult], statuses: Sequence[PartStatus], env: dict[str, Any], command: str
-) -> str:
+    results: Sequence[BenchmarkResult], statuses: Sequence[PartStatus], env: dict[str, Any], command: str,
+    elapsed: float,
+) -> str:  # fmt: skip
     """The suite as Markdown: the run, a table of the parts, then each part's table, targets and notes."""
-    versions = f"Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, accelerate " + (
+    versions = (
+        f"Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, accelerate "
         f"{env['accelerate']}, peft {env['peft']}"
     )
+    device = f"{env['device']}, {env['cpu_cores']} cores"
+    if "gpu_memory_bytes" in env:
+        device += f", {env['gpu_memory_bytes'] / 2**30:,.1f} GiB, CUDA {env['cuda']}, allocator '{env['allocator']}'"
     lines = [
         "# GPU benchmark suite",
         "",
-        f"`{command}` on {env['hardware']} ({env['device']}, {env['cpu_cores']} cores), {env['date']}; {versions}.",
+        f"`{command}` on {env['hardware']} ({device}), {env['date']}; {versions}. {elapsed:.0f} s so far of a "
+        f"budget of {env['budget_seconds']:.0f} s.",
         "",
         "| part | status | seconds | its time | note |",
         "| --- | --- | --- | --- | --- |",
@@ -143,7 +149,7 @@ def write_suite(
         "results": [result.to_data() for result in results],
     }
     _write(json_path, json.dumps(payload, indent=1, default=str) + "\n")
-    _write(markdown_path, render(results, statuses, env, command))
+    _write(markdown_path, render(results, statuses, env, command, elapsed))
     return json_path, markdown_path
 
 
