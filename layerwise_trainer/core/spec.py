@@ -31,6 +31,7 @@ from .group_schedule import (
     parse_shape,
     parse_unfreeze_every,
 )
+from .muon import MUON, MUON_OPTIONS, OPTIMIZER_KINDS, MuonSettings, parse_adamw_rate, parse_muon_option
 from .name_patterns import compile_pattern, is_exact_name
 from .yaml_json import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
 
@@ -48,8 +49,11 @@ GROUP_KEYS = (
     *SCHEDULE_KEYS,
     "gradual_unfreeze",
     "layer_stacks",
+    "optimizer",
+    "adamw_lr",
+    "adamw_lr_scale",
 )
-TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched", "gradual_unfreeze", "no_weight_decay", "layer_stacks")
+TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched", "gradual_unfreeze", "no_weight_decay", "layer_stacks", "muon")
 UNMATCHED_POLICIES = ("default", "error")
 # How layer decay numbers a group's blocks when they sit in several stacks (an encoder and a decoder).
 LAYER_STACKS = ("joined", "separate")
@@ -223,8 +227,13 @@ class GroupSpec:
         gradual_unfreeze: ``{every: K}`` (steps, or ``{epochs: K}``, ``{fraction: F}``): the group's layer
             sub-groups start one after another from the top layer down, K apart; ``false`` turns the
             spec's top-level setting off for this group. Needs layer decay.
+        optimizer: Which optimizer steps the group: ``"muon"`` (Muon for the 2-D weight matrices of its
+            transformer blocks, AdamW for the rest, see `layerwise_trainer.core.muon`), ``"adamw"`` or
+            ``"trainer"`` (``TrainingArguments.optim``'s); the top-level ``muon`` setting's split when not given.
+        adamw_lr: In a group Muon trains: the absolute rate of the parameters Muon does not take.
+        adamw_lr_scale: In a group Muon trains: their rate, times the group's.
         options: Further optimizer hyperparameters (``betas``, ``eps``, ``momentum``...), passed to
-            the param group.
+            the param group (to its Muon part, in a group Muon trains).
 
     Example:
         ```python
@@ -247,6 +256,9 @@ class GroupSpec:
     schedule: str | None = None
     min_lr_ratio: float | None = None
     gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | bool | None = None
+    optimizer: str | None = None
+    adamw_lr: float | None = None
+    adamw_lr_scale: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -281,6 +293,7 @@ class GroupSpec:
         if self.layer_stacks is not None:
             set_field(self, "layer_stacks", _layer_stacks(self.layer_stacks))
         self._normalise_schedule_keys()
+        self._normalise_optimizer_keys()
         if not isinstance(self.options, Mapping):
             raise SpecError(f"expected a mapping, got {describe_value(self.options)}", path=("options",))
         options = {}
@@ -291,8 +304,28 @@ class GroupSpec:
                 raise SpecError(f"{key!r} is a spec key; set it as a field, not as an optimizer option", path=(key,))
             if key in RESERVED_OPTION_KEYS:
                 raise SpecError(f"{key!r} is set by the optimizer and scheduler and cannot be given", path=(key,))
-            options[key] = _option_value(value, key)
+            options[key] = (
+                parse_muon_option(key, value)
+                if self.optimizer == MUON and key in MUON_OPTIONS
+                else (_option_value(value, key))
+            )
         set_field(self, "options", MappingProxyType(options))
+
+    def _normalise_optimizer_keys(self) -> None:
+        if self.optimizer is not None:
+            if self.optimizer not in OPTIMIZER_KINDS:
+                expected = ", ".join(OPTIMIZER_KINDS)
+                raise SpecError(
+                    f"expected one of {expected}, got {describe_value(self.optimizer)}", path=("optimizer",)
+                )
+            if self.is_frozen:
+                reason = "freeze: true" if self.freeze else "a learning rate of 0"
+                raise SpecError(
+                    f"a group with {reason} is in no optimizer, so it cannot choose one", path=("optimizer",)
+                )
+        adamw_lr, adamw_lr_scale = parse_adamw_rate(self.adamw_lr, self.adamw_lr_scale)
+        object.__setattr__(self, "adamw_lr", adamw_lr)
+        object.__setattr__(self, "adamw_lr_scale", adamw_lr_scale)
 
     def _normalise_schedule_keys(self) -> None:
         set_field = object.__setattr__
@@ -352,7 +385,8 @@ class GroupSpec:
             "name": self.name,
             "match": self.match[0] if len(self.match) == 1 else list(self.match),
         }
-        for key in ("lr", "lr_scale", "weight_decay", "layer_decay", "num_layers", "layer_stacks"):
+        for key in ("lr", "lr_scale", "weight_decay", "layer_decay", "num_layers", "layer_stacks", "optimizer",
+                    "adamw_lr", "adamw_lr_scale"):  # fmt: skip
             if getattr(self, key) is not None:
                 result[key] = getattr(self, key)
         if self.freeze:
@@ -387,6 +421,9 @@ class LayerwiseSpec:
             ``gradual_unfreeze`` overrides it.
         no_weight_decay: Patterns (as in ``match``) of parameters that never get weight decay, added to
             the Trainer's rule (biases and norms): embeddings, position embeddings, ``cls_token``.
+        muon: ``true`` or a mapping of Muon's settings (`MuonSettings`): every group that chooses no
+            ``optimizer`` is trained by Muon for the 2-D weight matrices of its transformer blocks and by AdamW
+            for the rest.
 
     Example:
         ```python
@@ -403,6 +440,7 @@ class LayerwiseSpec:
     unmatched: Literal["default", "error"] = "default"
     gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | None = None
     no_weight_decay: str | Sequence[str] = ()
+    muon: MuonSettings | Mapping[str, Any] | bool | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.groups, (str, bytes, Mapping)) or not isinstance(self.groups, Sequence):
@@ -448,6 +486,32 @@ class LayerwiseSpec:
             object.__setattr__(self, "no_weight_decay", ())
         else:
             object.__setattr__(self, "no_weight_decay", _patterns(self.no_weight_decay, "no_weight_decay"))
+        object.__setattr__(self, "muon", MuonSettings.parse(self.muon))
+        self._check_adamw_rates()
+
+    def _check_adamw_rates(self) -> None:
+        for index, group in enumerate(self.groups):
+            stated = "adamw_lr" if group.adamw_lr is not None else "adamw_lr_scale" if group.adamw_lr_scale else None
+            if stated is not None and self.optimizer_of(group) != MUON:
+                raise SpecError(
+                    f"{stated} is the rate of the parameters Muon does not take in a group Muon trains, and Muon "
+                    "trains no parameter of this group; set optimizer: muon (or the top-level muon setting) or "
+                    f"remove {stated}",
+                    path=(f"groups[{index}]", stated),
+                    group=group.name,
+                )
+
+    def optimizer_of(self, group: GroupSpec | None) -> str | None:
+        """The optimizer a group (None: the ``default`` group) chooses: its own, else ``muon`` under the top-level
+        ``muon`` setting; None when the spec chooses none (the Trainer's ``optim`` trains every group)."""
+        if group is not None and group.optimizer is not None:
+            return group.optimizer
+        return MUON if self.muon is not None else None
+
+    @property
+    def chooses_optimizers(self) -> bool:
+        """Whether some group is trained by another optimizer than ``TrainingArguments.optim``'s alone."""
+        return self.muon is not None or any(group.optimizer is not None for group in self.groups)
 
     def _check_layer_stacks(self) -> None:
         if self.layer_stacks is not None:
@@ -531,6 +595,8 @@ class LayerwiseSpec:
             result["gradual_unfreeze"] = {"every": self.gradual_unfreeze.to_spec()}
         if self.no_weight_decay:
             result["no_weight_decay"] = list(self.no_weight_decay)
+        if isinstance(self.muon, MuonSettings):
+            result["muon"] = self.muon.to_data() or True
         return result
 
 
@@ -586,6 +652,7 @@ def _spec_from_mapping(raw: Mapping[Any, Any]) -> LayerwiseSpec:
         unmatched=raw.get("unmatched", "default"),
         gradual_unfreeze=raw.get("gradual_unfreeze"),
         no_weight_decay=raw.get("no_weight_decay", ()),
+        muon=raw.get("muon"),
     )
 
 

@@ -270,6 +270,9 @@ def test_spec_keys_are_the_documented_ones():
         "min_lr_ratio",
         "gradual_unfreeze",
         "layer_stacks",
+        "optimizer",
+        "adamw_lr",
+        "adamw_lr_scale",
     )
     assert TOP_LEVEL_KEYS == (
         "groups",
@@ -278,4 +281,5 @@ def test_spec_keys_are_the_documented_ones():
         "gradual_unfreeze",
         "no_weight_decay",
         "layer_stacks",
+        "muon",
     )
