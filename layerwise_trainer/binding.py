@@ -153,6 +153,15 @@ def give_back_frozen(model: nn.Module) -> int:
     return len(frozen)
 
 
+def is_sharded(model: nn.Module | None) -> bool:
+    """Whether the model was wrapped in FSDP (``fully_shard`` or ``FullyShardedDataParallel``) before the Trainer."""
+    if model is None or not dist.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    return any(isinstance(module, (FSDPModule, FullyShardedDataParallel)) for module in model.modules())
+
+
 def is_distributed() -> bool:
     """Whether this process is one of two or more in an initialised ``torch.distributed`` group."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

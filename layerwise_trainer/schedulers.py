@@ -40,6 +40,7 @@ from transformers import PreTrainedModel, TrainingArguments, get_scheduler
 from transformers.optimization import GreedyLR
 from transformers.training_args import ParallelMode
 
+from .binding import is_sharded
 from .core.group_schedule import GroupTiming, TrainingLength
 from .core.group_scheduler import TRAINER_SHAPE, GroupRateFactor, GroupScheduler, StepFactor
 from .core.grouping import GroupPlan, PlannedGroup
@@ -205,15 +206,6 @@ def starts_later(plan: GroupPlan) -> bool:
     return False
 
 
-def _is_sharded(model: nn.Module | None) -> bool:
-    """Whether the model was wrapped in FSDP (``fully_shard`` or ``FullyShardedDataParallel``) before the Trainer."""
-    if model is None or not torch.distributed.is_available():
-        return False
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
-
-    return any(isinstance(module, (FSDPModule, FullyShardedDataParallel)) for module in model.modules())
-
-
 def _ddp_finds_unused_parameters(args: TrainingArguments, model: nn.Module | None) -> bool:
     """What the Trainer passes DDP as ``find_unused_parameters`` (its ``_build_accelerator_args`` rule)."""
     if args.ddp_find_unused_parameters is not None:
@@ -248,7 +240,7 @@ def check_group_schedules_supported(plan: GroupPlan, trainer: Any) -> None:
     if not starts_later(plan):
         return
     where = _first_scheduled(plan, starts_only=True)
-    sharded_by_hand = _is_sharded(trainer.model)
+    sharded_by_hand = is_sharded(trainer.model)
     for enabled, name in (("is_fsdp_enabled", "FSDP"), ("is_deepspeed_enabled", "DeepSpeed")):
         if getattr(trainer, enabled, False) or (name == "FSDP" and sharded_by_hand):
             raise _located(

@@ -38,7 +38,7 @@ from .core.optimizer_state_transfer import StateTransfer
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
 from .errors import SpecError
-from .optimizer_choice import PlanInputs, plan_inputs_for_arguments
+from .optimizer_choice import PlanInputs, check_optimizers_supported, plan_inputs_for_arguments
 from .schedulers import check_group_schedules_supported, scheduler_for_plan, staged_parameters
 
 logger = logging.getLogger(__name__)
@@ -171,6 +171,7 @@ class LayerwiseTrainerMixin:
         return plan_inputs_for_arguments(
             trainer.args,
             model,
+            spec=self.param_groups_spec,
             get_optimizer_cls_and_kwargs=trainer.get_optimizer_cls_and_kwargs,
             optimizer_cls_and_kwargs=trainer.optimizer_cls_and_kwargs,
             decay_parameter_names=self._decay_parameter_names(model),
@@ -203,6 +204,7 @@ class LayerwiseTrainerMixin:
         self.group_plan = inputs.resolve(target, self.param_groups_spec)
         self._plan_inputs = inputs
         check_group_schedules_supported(self.group_plan, self)
+        check_optimizers_supported(self.group_plan, self)
         return self.group_plan
 
     def _plan_for(self, target: nn.Module, inputs: PlanInputs) -> GroupPlan:
