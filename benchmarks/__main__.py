@@ -17,6 +17,7 @@ BENCHMARKS = (
     "logging_cost",
     "staged_start",
     "diagnostics_cost",
+    "muon_step",
 )
 
 
