@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_utils import has_length
+from transformers.trainer_utils import get_last_checkpoint, has_length
 from transformers.utils import is_sagemaker_mp_enabled
 
 from .binding import (
@@ -25,6 +26,7 @@ from .checkpoints import (
     check_resume_layout,
     check_saved_files_readable,
     check_saved_optimizer,
+    check_transfer_supported,
     layout_matches,
     optimizer_layout,
     plan_layout,
@@ -109,6 +111,7 @@ class LayerwiseTrainerMixin:
     _plan_inputs: PlanInputs | None = None
     _optimizer_layout: dict[str, Any] | None = None
     _steps_per_epoch: int | None = None
+    _resuming_from: str | None = None
     resume_transfer: StateTransfer | None = None
 
     def __init__(self, *args: Any, param_groups: SpecSource | None = None, **kwargs: Any) -> None:
@@ -220,6 +223,22 @@ class LayerwiseTrainerMixin:
             self._resolve(self.spec_model(model))
         return model
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """The stock ``train``; the checkpoint to resume from is kept for the check `create_optimizer` makes.
+
+        Under DeepSpeed the Trainer has DeepSpeed load the checkpoint's weights and optimizer state as soon as
+        the engine is built, before ``_load_optimizer_and_scheduler``, so the layout is compared there.
+        """
+        trainer: Trainer = self  # type: ignore[assignment]
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(trainer.args.output_dir)  # None: the stock train says none was found
+        self._resuming_from = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._resuming_from = None
+
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Build the optimizer from the spec's param groups (the stock optimizer when there is no spec).
 
@@ -238,6 +257,8 @@ class LayerwiseTrainerMixin:
             self._optimizer_layout = optimizer_layout(inputs.optimizer_cls, inputs.optimizer_kwargs)
             if is_distributed():
                 check_same_on_every_rank(plan_layout(plan, self._optimizer_layout)["hash"], "the param groups")
+            if getattr(trainer, "is_deepspeed_enabled", False):
+                self._check_resume_before_deepspeed_loads(plan)
             with gc_paused():
                 trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(), **inputs.optimizer_kwargs)
             self.group_plan = plan
@@ -252,6 +273,23 @@ class LayerwiseTrainerMixin:
 
                 trainer.optimizer = smp.DistributedOptimizer(trainer.optimizer)
         return trainer.optimizer
+
+    def _check_resume_before_deepspeed_loads(self, plan: GroupPlan) -> None:
+        """Refuse a checkpoint saved with other groups before DeepSpeed loads it into these.
+
+        DeepSpeed restores its flattened optimizer state by group position: with other groups it stopped with
+        errors that name no group (0.19.8, ZeRO-1 and 2: a parameter-alignment mismatch; ZeRO-3: another
+        number of groups), and groups of the same sizes would take each other's state. Its state names no
+        parameter, so ``resume_with_changed_groups`` cannot carry it either.
+        """
+        checkpoint = self._resuming_from
+        if checkpoint is None:
+            return
+        trainer: Trainer = self  # type: ignore[assignment]
+        current = plan_layout(plan, self._optimizer_layout)
+        if getattr(trainer.args, "resume_with_changed_groups", False) and not layout_matches(checkpoint, current):
+            check_transfer_supported(trainer, checkpoint)
+        check_resume_layout(checkpoint, current)
 
     def _follow_in_logs(self, plan: GroupPlan, base_learning_rate: float) -> None:
         """Tell the callback the base rate and each group's planned rate, which the schedule scales."""
