@@ -39,7 +39,7 @@ from .core.grouping import GroupPlan
 from .core.optimizer_state_transfer import StateTransfer
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
-from .errors import SpecError
+from .errors import SpecError, some_names
 from .optimizer_choice import PlanInputs, plan_inputs_for_arguments
 from .schedulers import check_group_schedules_supported, scheduler_for_plan, staged_parameters
 
@@ -258,6 +258,7 @@ class LayerwiseTrainerMixin:
             if is_distributed():
                 check_same_on_every_rank(plan_layout(plan, self._optimizer_layout)["hash"], "the param groups")
             if getattr(trainer, "is_deepspeed_enabled", False):
+                _check_deepspeed_keeps_every_group(plan)
                 self._check_resume_before_deepspeed_loads(plan)
             with gc_paused():
                 trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(), **inputs.optimizer_kwargs)
@@ -385,6 +386,27 @@ class LayerwiseTrainerMixin:
         super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
         if trainer.optimizer is not None:
             _restore_group_keys(trainer.optimizer.param_groups, self.group_plan)
+
+
+def _check_deepspeed_keeps_every_group(plan: GroupPlan) -> None:
+    """Refuse a group that would reach DeepSpeed empty: it optimizes only parameters with elements.
+
+    The plan holds no empty group and no frozen parameter in a trained one; a group of parameters without
+    elements is the one left. DeepSpeed drops empty groups (DeepSpeedExamples PR #756: the scheduler's group
+    count breaks); ZeRO-1 and 2 stop with an ``IndexError`` on one, ZeRO-3 fails on the parameter.
+    """
+    for group in plan.trainable_groups:
+        parameters = [plan.parameters[name] for name in group.parameter_names]
+        if any(p.requires_grad and getattr(p, "ds_numel", p.numel()) > 0 for p in parameters):
+            continue
+        raise SpecError(
+            f"the parameters of {group.name!r} ({some_names(group.parameter_names)}) have no elements, and "
+            "DeepSpeed leaves such parameters out of its optimizer, so the group would reach it empty and be "
+            "dropped, and the scheduler's and the logs' groups would no longer be the optimizer's; freeze the "
+            "group (freeze: true) or leave those parameters out of it",
+            path=() if group.spec_index is None else (f"groups[{group.spec_index}]",),
+            group=group.source,
+        )
 
 
 def _restore_group_keys(param_groups: list[dict[str, Any]], plan: GroupPlan) -> None:
