@@ -37,6 +37,7 @@ from .core.gc_pause import gc_paused
 from .core.group_schedule import TrainingLength
 from .core.grouping import GroupPlan
 from .core.optimizer_state_transfer import StateTransfer
+from .core.parameter_names import whole_numel
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
 from .errors import SpecError, some_names
@@ -397,7 +398,7 @@ def _check_deepspeed_keeps_every_group(plan: GroupPlan) -> None:
     """
     for group in plan.trainable_groups:
         parameters = [plan.parameters[name] for name in group.parameter_names]
-        if any(p.requires_grad and getattr(p, "ds_numel", p.numel()) > 0 for p in parameters):
+        if any(p.requires_grad and whole_numel(p) > 0 for p in parameters):
             continue
         raise SpecError(
             f"the parameters of {group.name!r} ({some_names(group.parameter_names)}) have no elements, and "
