@@ -25,6 +25,12 @@ norms are of the whole tensors on every rank: FSDP2's DTensor norms are reduced 
 flat-shard views summed over their process group. FSDP1 with some trained parameters sharded and others
 whole (a ``NO_SHARD`` unit or an ignored module beside sharded ones) is refused when training begins.
 
+Under DeepSpeed they are refused when the callback is attached (or, passed to the Trainer directly, when training
+begins): DeepSpeed steps its optimizer inside the backward pass, before ``on_pre_optimizer_step``, and that
+optimizer holds each group as this rank's slice of one flattened tensor, so a group's gradients, update and
+weights cannot be read there. (Unrefused, with DeepSpeed 0.19.8 the callback stopped at ``on_train_begin`` with
+an ``AttributeError`` from accelerate's optimizer wrapper, which lacks torch's step hooks.)
+
 The Trainer computes its ``grad_norm`` (unscaling the gradients under loss scaling) and clips before
 ``on_pre_optimizer_step``. The callback reads the gradients there; with clipping on, every gradient was
 multiplied by one factor, which the Trainer's pre-clip ``grad_norm`` gives back at ``on_log``.
@@ -57,6 +63,12 @@ from .core.log_keys import (
 
 logger = logging.getLogger(__name__)
 _MISSING = object()
+_DEEPSPEED_REFUSAL = (
+    "group diagnostics are not supported under DeepSpeed: it steps the optimizer inside its backward pass, before "
+    "the Trainer's on_pre_optimizer_step, and its optimizer holds each group as this rank's slice of one flattened "
+    "tensor, not the model's parameters, so no group's gradient, update or weight norm can be read there; turn "
+    "group_diagnostics off (the Trainer still logs grad_norm and every group's learning rate)"
+)
 
 
 def _same(left: Any, right: Any) -> bool:
@@ -231,6 +243,18 @@ def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
     return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
 
 
+def _is_deepspeed_optimizer(optimizer: Any) -> bool:
+    """Whether ``optimizer`` is accelerate's wrapper of a DeepSpeed engine's optimizer, or holds a DeepSpeed one."""
+    for _ in range(8):  # wrappers nest a few deep; bounded in case one holds itself
+        if optimizer is None:
+            return False
+        kind = type(optimizer)
+        if kind.__name__ == "DeepSpeedOptimizerWrapper" or kind.__module__.startswith("deepspeed."):
+            return True
+        optimizer = getattr(optimizer, "optimizer", None)
+    return False
+
+
 def _fsdp1_shards(model: Any) -> dict[int, tuple[Any, torch.device]]:
     """``id(parameter) -> (process group, device)`` for every parameter that FSDP1 shards in ``model``."""
     from torch.distributed.fsdp import FullyShardedDataParallel
@@ -320,7 +344,8 @@ class GroupDiagnosticsCallback(TrainerCallback):
 
     Raises:
         ValueError: At ``on_train_begin``, under FSDP1 with some trained parameters sharded and others whole
-            on every rank, or sharded over several process groups.
+            on every rank, or sharded over several process groups; under DeepSpeed, at `attach` or at
+            ``on_train_begin``.
 
     Example:
         ```python
@@ -342,7 +367,13 @@ class GroupDiagnosticsCallback(TrainerCallback):
 
     @classmethod
     def attach(cls, trainer: Any, callback: GroupDiagnosticsCallback | None = None) -> GroupDiagnosticsCallback:
-        """Install the callback first in ``trainer``'s callbacks, so every reporting integration sees its keys."""
+        """Install the callback first in ``trainer``'s callbacks, so every reporting integration sees its keys.
+
+        Raises:
+            ValueError: The trainer runs DeepSpeed.
+        """
+        if getattr(trainer, "is_deepspeed_enabled", False):
+            raise ValueError(_DEEPSPEED_REFUSAL)
         return install_first(trainer, callback or cls())
 
     def on_train_begin(
@@ -354,6 +385,8 @@ class GroupDiagnosticsCallback(TrainerCallback):
         model: Any = None,
         **kwargs: Any,
     ) -> None:
+        if _is_deepspeed_optimizer(optimizer):
+            raise ValueError(_DEEPSPEED_REFUSAL)
         if self._measurement is not None:
             self._measurement.remove()
             self._measurement = None

@@ -47,6 +47,7 @@ from .core.grouping import GroupPlan
 from .core.hybrid_optimizer import HybridOptimizer
 from .core.muon import OPTIMIZER_KEY, TRAINER
 from .core.optimizer_state_transfer import NOT_PER_PARAMETER, StateTransfer, StateTransferError, transfer_state
+from .core.parameter_names import whole_shape
 from .core.spec import json_ready
 from .errors import SpecError, some_names
 from .optimizer_choice import PlanInputs, plan_inputs_for_arguments
@@ -116,8 +117,8 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
 
     Returns:
         ``{"version", "hash", "groups", "frozen", "optimizer"}``: ``groups`` lists the optimizer param
-        groups in order (name, lr, weight_decay, options, parameters as ``[name, shape]``, and ``timing``
-        for a group with its own start or schedule), ``frozen``
+        groups in order (name, lr, weight_decay, options, parameters as ``[name, shape]`` with the whole
+        shape of a ZeRO-3 partition, and ``timing`` for a group with its own start or schedule), ``frozen``
         the frozen groups' names, ``optimizer`` the optimizer's class and state-shaping keyword
         arguments; ``hash`` is the SHA-256 of ``groups`` and ``optimizer``.
     """
@@ -127,7 +128,7 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
             "lr": group.lr,
             "weight_decay": group.weight_decay,
             "options": {key: json_ready(value) for key, value in sorted(group.options.items())},
-            "parameters": [[name, list(plan.parameters[name].shape)] for name in group.parameter_names],
+            "parameters": [[name, list(whole_shape(plan.parameters[name]))] for name in group.parameter_names],
             # Only scheduled groups carry it, so that a spec without schedule keys keeps its earlier hash.
             **({"timing": group.timing.to_data()} if group.timing is not None else {}),
             **({"optimizer": group.optimizer} if group.optimizer is not None else {}),

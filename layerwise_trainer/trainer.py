@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_utils import has_length
+from transformers.trainer_utils import get_last_checkpoint, has_length
 from transformers.utils import is_sagemaker_mp_enabled
 
 from .binding import (
@@ -25,6 +26,7 @@ from .checkpoints import (
     check_resume_layout,
     check_saved_files_readable,
     check_saved_optimizer,
+    check_transfer_supported,
     layout_matches,
     optimizer_layout,
     plan_layout,
@@ -35,9 +37,10 @@ from .core.gc_pause import gc_paused
 from .core.group_schedule import TrainingLength
 from .core.grouping import GroupPlan
 from .core.optimizer_state_transfer import StateTransfer
+from .core.parameter_names import whole_numel
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
-from .errors import SpecError
+from .errors import SpecError, some_names
 from .optimizer_choice import PlanInputs, check_optimizers_supported, plan_inputs_for_arguments
 from .schedulers import check_group_schedules_supported, scheduler_for_plan, staged_parameters
 
@@ -109,6 +112,7 @@ class LayerwiseTrainerMixin:
     _plan_inputs: PlanInputs | None = None
     _optimizer_layout: dict[str, Any] | None = None
     _steps_per_epoch: int | None = None
+    _resuming_from: str | None = None
     resume_transfer: StateTransfer | None = None
 
     def __init__(self, *args: Any, param_groups: SpecSource | None = None, **kwargs: Any) -> None:
@@ -222,6 +226,22 @@ class LayerwiseTrainerMixin:
             self._resolve(self.spec_model(model))
         return model
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """The stock ``train``; the checkpoint to resume from is kept for the check `create_optimizer` makes.
+
+        Under DeepSpeed the Trainer has DeepSpeed load the checkpoint's weights and optimizer state as soon as
+        the engine is built, before ``_load_optimizer_and_scheduler``, so the layout is compared there.
+        """
+        trainer: Trainer = self  # type: ignore[assignment]
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(trainer.args.output_dir)  # None: the stock train says none was found
+        self._resuming_from = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._resuming_from = None
+
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Build the optimizer from the spec's param groups (the stock optimizer when there is no spec).
 
@@ -240,6 +260,9 @@ class LayerwiseTrainerMixin:
             self._optimizer_layout = optimizer_layout(inputs.optimizer_cls, inputs.optimizer_kwargs)
             if is_distributed():
                 check_same_on_every_rank(plan_layout(plan, self._optimizer_layout)["hash"], "the param groups")
+            if getattr(trainer, "is_deepspeed_enabled", False):
+                _check_deepspeed_keeps_every_group(plan)
+                self._check_resume_before_deepspeed_loads(plan)
             with gc_paused():
                 trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(), **inputs.optimizer_kwargs)
             self.group_plan = plan
@@ -254,6 +277,23 @@ class LayerwiseTrainerMixin:
 
                 trainer.optimizer = smp.DistributedOptimizer(trainer.optimizer)
         return trainer.optimizer
+
+    def _check_resume_before_deepspeed_loads(self, plan: GroupPlan) -> None:
+        """Refuse a checkpoint saved with other groups before DeepSpeed loads it into these.
+
+        DeepSpeed restores its flattened optimizer state by group position: with other groups it stopped with
+        errors that name no group (0.19.8, ZeRO-1 and 2: a parameter-alignment mismatch; ZeRO-3: another
+        number of groups), and groups of the same sizes would take each other's state. Its state names no
+        parameter, so ``resume_with_changed_groups`` cannot carry it either.
+        """
+        checkpoint = self._resuming_from
+        if checkpoint is None:
+            return
+        trainer: Trainer = self  # type: ignore[assignment]
+        current = plan_layout(plan, self._optimizer_layout)
+        if getattr(trainer.args, "resume_with_changed_groups", False) and not layout_matches(checkpoint, current):
+            check_transfer_supported(trainer, checkpoint)
+        check_resume_layout(checkpoint, current)
 
     def _follow_in_logs(self, plan: GroupPlan, base_learning_rate: float) -> None:
         """Tell the callback the base rate and each group's planned rate, which the schedule scales."""
@@ -349,6 +389,27 @@ class LayerwiseTrainerMixin:
         super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
         if trainer.optimizer is not None:
             _restore_group_keys(trainer.optimizer.param_groups, self.group_plan)
+
+
+def _check_deepspeed_keeps_every_group(plan: GroupPlan) -> None:
+    """Refuse a group that would reach DeepSpeed empty: it optimizes only parameters with elements.
+
+    The plan holds no empty group and no frozen parameter in a trained one; a group of parameters without
+    elements is the one left. DeepSpeed drops empty groups (DeepSpeedExamples PR #756: the scheduler's group
+    count breaks); ZeRO-1 and 2 stop with an ``IndexError`` on one, ZeRO-3 fails on the parameter.
+    """
+    for group in plan.trainable_groups:
+        parameters = [plan.parameters[name] for name in group.parameter_names]
+        if any(p.requires_grad and whole_numel(p) > 0 for p in parameters):
+            continue
+        raise SpecError(
+            f"the parameters of {group.name!r} ({some_names(group.parameter_names)}) have no elements, and "
+            "DeepSpeed leaves such parameters out of its optimizer, so the group would reach it empty and be "
+            "dropped, and the scheduler's and the logs' groups would no longer be the optimizer's; freeze the "
+            "group (freeze: true) or leave those parameters out of it",
+            path=() if group.spec_index is None else (f"groups[{group.spec_index}]",),
+            group=group.source,
+        )
 
 
 def _restore_group_keys(param_groups: list[dict[str, Any]], plan: GroupPlan) -> None:

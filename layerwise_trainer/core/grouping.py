@@ -34,7 +34,14 @@ from .name_patterns import (
     compile_pattern,
 )
 from .optimizer_options import validate_group_options
-from .parameter_names import named_parameters_of, unwrap_data_parallel, user_facing_name, user_model, walk_modules
+from .parameter_names import (
+    named_parameters_of,
+    unwrap_data_parallel,
+    user_facing_name,
+    user_model,
+    walk_modules,
+    whole_numel,
+)
 from .spec import DEFAULT_GROUP_NAME, GroupSpec, LayerwiseSpec, SpecSource, parse_spec
 from .weight_decay import decay_names_in
 
@@ -705,7 +712,7 @@ class _GroupBuilder:
             name=name,
             source=settings.name,
             parameter_names=tuple(tensor.name for tensor in tensors),
-            num_elements=sum(tensor.parameter.numel() for tensor in tensors),
+            num_elements=sum(whole_numel(tensor.parameter) for tensor in tensors),
             lr=lr,
             weight_decay=weight_decay,
             frozen=frozen,
