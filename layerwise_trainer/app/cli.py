@@ -191,43 +191,17 @@ def _summary(result, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def _plan_settings(arguments: argparse.Namespace) -> Any:
-    """The flags given, over the run config `--spec` names when it is one."""
-    import dataclasses
-
-    from ..core.spec import parse_spec
-    from ..errors import SpecError
-    from .meta_model import PlanSettings, run_config_in, settings_from_run_config
-    from .run_config import ConfigError
-
-    try:
-        base = PlanSettings(spec=parse_spec(arguments.spec))
-    except SpecError:
-        config = run_config_in(arguments.spec)
-        if config is None:
-            raise
-        base = settings_from_run_config(config)
-    given = {name: getattr(arguments, name) for name in ("model", "learning_rate", "weight_decay", "optim",
-                                                           "num_labels", "task")}  # fmt: skip
-    settings = dataclasses.replace(base, **{name: value for name, value in given.items() if value is not None})
-    if settings.model is None:
-        raise ConfigError("--model: required (a hub id or a directory with a config.json) unless --spec is a run "
-                          "config with a model section")  # fmt: skip
-    return settings
-
-
 def _plan(arguments: argparse.Namespace) -> int:
     from ..core.group_table import plan_to_data, render_table
-    from .meta_model import plan_for_model
+    from .plan_command import meta_model, plan_settings, plan_training_arguments, resolve_plan, resume_preview
 
-    settings = _plan_settings(arguments)
-    options = {
-        name: getattr(settings, name)
-        for name in ("learning_rate", "weight_decay", "optim", "num_labels", "task", "peft")
-        if getattr(settings, name) is not None
-    }
-    plan = plan_for_model(settings.model, settings.spec, **options)
-    transfer = _resume_preview(arguments.resume_from, plan, settings) if arguments.resume_from else None
+    flags = {name: getattr(arguments, name) for name in ("model", "learning_rate", "weight_decay", "optim",
+                                                          "num_labels", "task")}  # fmt: skip
+    settings = plan_settings(arguments.spec, **flags)
+    model = meta_model(settings.model, settings.num_labels, settings.task or "auto", settings.peft)
+    args = plan_training_arguments(settings)
+    plan = resolve_plan(model, settings.spec, args)
+    transfer = resume_preview(arguments.resume_from, plan, model, args) if arguments.resume_from else None
     if arguments.format == "json":
         data = plan_to_data(plan)
         if arguments.resume_from:
@@ -241,20 +215,6 @@ def _plan(arguments: argparse.Namespace) -> int:
         exact = f"\nresuming from {arguments.resume_from}: its param groups are the spec's, the resume is exact"
         print(exact if transfer is None else "\n" + report_text(transfer, arguments.resume_from).rstrip())
     return 0
-
-
-def _resume_preview(checkpoint: str, plan: Any, settings: Any) -> Any:
-    """What a resume from ``checkpoint`` would carry, start fresh and drop (None: an exact resume)."""
-    from transformers import TrainingArguments
-
-    from ..optimizer_state_transfer import preview_transfer
-    from .meta_model import meta_model
-
-    model = meta_model(settings.model, settings.num_labels, settings.task or "auto", settings.peft)
-    values = {name: getattr(settings, name) for name in ("learning_rate", "weight_decay", "optim")}
-    given = {name: value for name, value in values.items() if value is not None}
-    args = TrainingArguments(output_dir="unused", report_to=[], use_cpu=True, **given)
-    return preview_transfer(checkpoint, plan, model, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,13 +18,12 @@ import json
 import tempfile
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.group_table import plan_to_data, render_table
 from ..core.grouping import GroupPlan
-from ..core.spec import parse_spec
 from .data_sources import LoadedData, load_data
 from .diagnostics_plot import has_group_diagnostics, plot_diagnostics
 from .lora import with_lora
@@ -200,7 +199,7 @@ def run_training(config: RunConfig) -> RunResult:
     from ..trainer import LayerwiseTrainer
 
     args = _training_arguments(config)
-    spec = parse_spec(config.param_groups) if config.param_groups is not None else None
+    spec = config.param_groups  # parsed once, when the config was read
     data = load_data(config.data)
     output_dir = Path(args.output_dir)
     with tempfile.TemporaryDirectory() as workdir:
@@ -242,7 +241,7 @@ def run_training(config: RunConfig) -> RunResult:
         output_dir=output_dir,
         metrics=metrics,
         plan=trainer.group_plan,
-        files=_write_outputs(output_dir, config, spec, trainer, metrics),
+        files=_write_outputs(output_dir, config, trainer, metrics),
     )
 
 
@@ -255,7 +254,7 @@ def _group_starts(trainer: Any) -> dict[str, int] | None:
     return {name: start for name, start in zip(names, starts, strict=True) if start > 0}
 
 
-def _write_outputs(output_dir: Path, config: RunConfig, spec, trainer, metrics: dict[str, Any]) -> dict[str, Path]:
+def _write_outputs(output_dir: Path, config: RunConfig, trainer, metrics: dict[str, Any]) -> dict[str, Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "model": output_dir,
@@ -265,8 +264,7 @@ def _write_outputs(output_dir: Path, config: RunConfig, spec, trainer, metrics: 
         "trainer_state": output_dir / "trainer_state.json",
     }
     files["metrics"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    resolved = replace(config, param_groups=spec.to_dict() if spec is not None else None)
-    files["config"].write_text(dump_config(resolved), encoding="utf-8")
+    files["config"].write_text(dump_config(config), encoding="utf-8")
     if trainer.group_plan is not None:
         files["groups"] = output_dir / "groups.txt"
         files["groups_json"] = output_dir / "groups.json"

@@ -20,13 +20,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..core.yaml_json import DocumentError, load_document, parse_yaml
 from ..errors import describe_value, did_you_mean, whole_number_problem
 from .training_values import training_fields, training_value_problem
+
+if TYPE_CHECKING:
+    from ..core.spec import LayerwiseSpec
 
 METRIC_NAMES = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
 SECTIONS = ("model", "tokenizer", "data", "training", "param_groups", "metrics", "peft")
@@ -228,7 +231,7 @@ class RunConfig:
         tokenizer: The ``tokenizer`` section.
         data: The ``data`` section.
         training: ``TrainingArguments`` fields, checked (types, ranges, transformers' own checks).
-        param_groups: The spec (any form `parse_spec` takes, checked), or None.
+        param_groups: The spec, parsed once when the config is read, or None.
         metrics: Metric names, from ``accuracy``, ``f1_weighted``, ``f1_macro``,
             ``precision_weighted``, ``recall_weighted``.
         peft: LoRA settings (``peft.LoraConfig`` fields), or None.
@@ -239,7 +242,7 @@ class RunConfig:
     tokenizer: TokenizerSection
     data: DataSection
     training: Mapping[str, Any] = field(default_factory=dict)
-    param_groups: Any = None
+    param_groups: LayerwiseSpec | None = None
     metrics: tuple[str, ...] = ("accuracy", "f1_weighted")
     peft: Mapping[str, Any] | None = None
     source: str = "built-in default"
@@ -249,7 +252,9 @@ class RunConfig:
         result: dict[str, Any] = {}
         for section in SECTIONS:
             value = getattr(self, section)
-            if dataclasses.is_dataclass(value):
+            if hasattr(value, "to_dict"):  # the spec, written out in full
+                value = value.to_dict()
+            elif dataclasses.is_dataclass(value):
                 value = {key: item for key, item in dataclasses.asdict(value).items() if item is not None}
             elif isinstance(value, tuple):
                 value = list(value)
@@ -330,13 +335,13 @@ def parse_run_config(raw: Any, base_dir: str | os.PathLike[str] = ".", source: s
         raise ConfigError(f"peft: expected a mapping of peft.LoraConfig fields, got {type(peft).__name__}")
     if peft is not None:
         _check_small("peft", peft)
-    _check_param_groups(param_groups)
+    spec = _parsed_spec(param_groups)
     return RunConfig(
         model=ModelSection.parse(values["model"], base),
         tokenizer=TokenizerSection.parse(values.get("tokenizer"), base),
         data=DataSection.parse(values["data"], base),
         training=dict(training),
-        param_groups=param_groups,
+        param_groups=spec,
         metrics=tuple(metrics),
         peft=dict(peft) if peft is not None else None,
         source=source,
@@ -428,14 +433,15 @@ def _from_config_problem(error: Exception, values: Mapping[str, Any]) -> str:
     return f"model.from_config: {_one_line(error)[:300]}"
 
 
-def _check_param_groups(param_groups: Any) -> None:
+def _parsed_spec(param_groups: Any) -> LayerwiseSpec | None:
+    """The spec, parsed here once: the run, `plan` and the trainer take this object and never parse it again."""
     from ..core.spec import parse_spec
     from ..errors import SpecError
 
     if param_groups is None:
-        return
+        return None
     try:
-        parse_spec(param_groups)
+        return parse_spec(param_groups)
     except SpecError as error:
         raise ConfigError(f"param_groups: {_one_line(error)}") from None
 

@@ -634,6 +634,29 @@ def parse_spec(source: SpecSource) -> LayerwiseSpec:
     return _spec_from_data(source)
 
 
+def read_spec_file(path: str | os.PathLike[str]) -> Any:
+    """The data a ``.yaml``/``.yml``/``.json`` spec file holds, read once, for a caller that decides what it is.
+
+    `layerwise-trainer plan --spec` takes a spec or a run config: it reads the file with this function, then
+    parses the spec (`parse_spec` on the data) or the run config, so the file is read and the spec parsed
+    once.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The plain data (a list or a mapping, usually).
+
+    Raises:
+        SpecError: The file is missing, unreadable, over `MAX_SPEC_BYTES`, or not valid YAML/JSON; the
+            message starts with the path.
+    """
+    try:
+        return _read_spec_text_or_file(path)
+    except SpecError as error:
+        raise error.within(source=os.fspath(path)) from None
+
+
 def _is_json_text(source: str | os.PathLike[str]) -> bool:
     return isinstance(source, str) and source.lstrip()[:1] in ("[", "{")
 

@@ -501,3 +501,43 @@ def test_python_dash_m_runs_the_same_command_line():
     result = subprocess.run([sys.executable, "-m", "layerwise_trainer"], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.startswith("layerwise-trainer: error: a command is required, train or plan")
+
+
+# ---- The spec is parsed once, at the boundary (issue 19, E) ----------------------------------------
+
+
+@pytest.fixture
+def spec_constructions(monkeypatch):
+    """How many `LayerwiseSpec`s are built (each one parses and validates a spec)."""
+    from layerwise_trainer.core.spec import LayerwiseSpec
+
+    built = []
+    validate = LayerwiseSpec.__post_init__
+    monkeypatch.setattr(LayerwiseSpec, "__post_init__", lambda spec: (built.append(spec), validate(spec))[1])
+    return built
+
+
+def test_plan_of_a_run_config_parses_its_spec_once(repo_root, bert_dir, spec_constructions, capsys):
+    status, _, err = run(["plan", "--spec", str(repo_root / "examples" / "llrd_bert.yaml"), "--model", str(bert_dir)],
+                         capsys)  # fmt: skip
+    assert status == 0, err
+    assert len(spec_constructions) == 1  # was 2: the run config's check, then the plan's parse
+
+
+def test_train_parses_its_spec_once_and_hands_the_trainer_that_spec(tmp_path, spec_constructions, monkeypatch, capsys):
+    from layerwise_trainer.trainer import LayerwiseTrainer
+
+    class Stop(Exception):
+        pass
+
+    handed = []
+
+    def stop_before_training(trainer, *args, **kwargs):
+        handed.append(trainer.param_groups_spec)
+        raise Stop
+
+    monkeypatch.setattr(LayerwiseTrainer, "train", stop_before_training)
+    with pytest.raises(Stop):
+        main(["train", *overrides([*TINY_RUN, f"training.output_dir={tmp_path / 'run'}"])])
+    assert len(spec_constructions) == 1
+    assert handed == spec_constructions  # the very object parsed when the config was read

@@ -17,6 +17,7 @@ from layerwise_trainer.app.run_config import (
     load_run_config,
     parse_run_config,
 )
+from layerwise_trainer.core.spec import parse_spec
 
 MINIMAL = {"model": {"from_config": {"hidden_size": 16}}, "data": {"builtin": {}}}
 
@@ -31,7 +32,7 @@ def test_the_default_config():
     assert config.data.builtin == {"num_examples": 6000, "seed": 0}
     assert config.training["learning_rate"] == 5e-4
     assert config.training["save_strategy"] == "no"  # YAML 1.2: `no` stays a string
-    assert [group["name"] for group in config.param_groups["groups"]] == ["embeddings", "encoder", "head"]
+    assert [group.name for group in config.param_groups.groups] == ["embeddings", "encoder", "head"]
     assert config.metrics == ("accuracy", "f1_weighted")
 
 
@@ -144,7 +145,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     config = load_run_config(config_file)
     assert config.model.name_or_path == str(tmp_path / "local-model")
     assert config.data.files == {"train": str(tmp_path / "train.jsonl")}
-    assert config.param_groups == str(tmp_path / "spec.yaml")
+    assert config.param_groups == parse_spec(tmp_path / "spec.yaml")  # read from the config's directory
     assert config.source == str(config_file)
 
 
@@ -393,6 +394,6 @@ def test_set_list_errors(override, message):
 
 def test_print_config_of_a_list_override_has_no_bogus_key():
     config = load_run_config(None, ["param_groups.groups[2].lr_scale=3"])
-    assert config.param_groups["groups"][2] == {"name": "head", "match": ["bert.pooler.*", "classifier.*"],
-                                                "lr_scale": 3}  # fmt: skip
+    assert config.param_groups.to_dict()["groups"][2] == {"name": "head", "match": ["bert.pooler.*", "classifier.*"],
+                                                          "lr_scale": 3}  # fmt: skip
     assert "groups[2]" not in dump_config(config)

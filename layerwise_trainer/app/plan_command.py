@@ -2,11 +2,13 @@
 
 The spec may be a run config (the YAML `train` reads, as in `examples/`): `plan` then takes its
 `param_groups`, and its model, learning rate, weight decay and optimizer where the command line does not
-give them, so that it shows the groups `train` would build.
+give them, so that it shows the groups `train` would build. `--spec` is read once and its spec parsed once:
+the `LayerwiseSpec` is handed on, and nothing after `plan_settings` reads or checks it again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,15 +18,16 @@ from typing import Any
 from torch import nn
 
 from ..core.grouping import GroupPlan
-from ..core.spec import SpecSource
-from ..core.yaml_json import DocumentError, load_document
+from ..core.spec import LayerwiseSpec, SpecSource, parse_spec, read_spec_file
+from ..core.yaml_json import JSON_SUFFIXES, YAML_SUFFIXES
+from ..errors import SpecError
 from .lora import with_lora
 from .run_config import ConfigError, RunConfig, model_config_from, parse_run_config
 from .tasks import TASKS
 
-# A run config is a few kilobytes; a larger file named by `--spec` is a spec, never read twice.
-MAX_RUN_CONFIG_BYTES = 1024 * 1024
+# A mapping with one of these sections is a run config; a spec's top-level keys never include them.
 _RUN_CONFIG_SECTIONS = ("model", "param_groups")
+_SETTING_FLAGS = ("model", "learning_rate", "weight_decay", "optim", "num_labels", "task")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class PlanSettings:
 
     Args:
         model: A hub id, a directory with a `config.json`, or a transformers config.
-        spec: The spec.
+        spec: The parsed spec.
         learning_rate: The base learning rate.
         weight_decay: The base weight decay.
         optim: The `TrainingArguments.optim` the groups are checked against.
@@ -43,7 +46,7 @@ class PlanSettings:
     """
 
     model: Any = None
-    spec: SpecSource | None = None
+    spec: LayerwiseSpec | None = None
     learning_rate: float | None = None
     weight_decay: float | None = None
     optim: str | None = None
@@ -52,32 +55,53 @@ class PlanSettings:
     peft: Mapping[str, Any] | None = None
 
 
-def run_config_in(spec: str) -> RunConfig | None:
-    """The run config in the file `spec` names, or None when `spec` is not a run config.
+def settings_from_spec_argument(spec: str) -> PlanSettings:
+    """What `--spec` gives: a spec (a file or a JSON string), or a run config's spec, model and settings.
 
-    A run config is a YAML/JSON mapping with a `model` or `param_groups` section; a spec never has one.
+    A file is read once (`read_spec_file`); a mapping with a `model` or `param_groups` section is a run config
+    (`parse_run_config`, which parses its spec), anything else a spec (`parse_spec` on the data read).
 
     Args:
-        spec: The `--spec` argument: a file or a JSON string.
+        spec: The `--spec` argument.
 
     Returns:
-        The checked `RunConfig`, or None.
+        The settings, with the spec parsed.
 
     Raises:
+        SpecError: The file cannot be read, or the spec is wrong (the message starts with the file).
         ConfigError: The file is a run config, and a wrong one.
     """
-    path = Path(spec)
-    if spec.lstrip()[:1] in ("[", "{") or path.suffix.lower() not in (".yaml", ".yml", ".json"):
-        return None
+    if spec.lstrip()[:1] in ("[", "{") or not spec.lower().endswith(YAML_SUFFIXES + JSON_SUFFIXES):
+        return PlanSettings(spec=parse_spec(spec))
+    raw = read_spec_file(spec)
+    if isinstance(raw, Mapping) and any(section in raw for section in _RUN_CONFIG_SECTIONS):
+        return settings_from_run_config(parse_run_config(raw, Path(spec).resolve().parent, spec))
     try:
-        if not path.is_file() or path.stat().st_size > MAX_RUN_CONFIG_BYTES:
-            return None
-        raw = load_document(path)
-    except (OSError, DocumentError):
-        return None  # the spec parser says what is wrong with the file
-    if not isinstance(raw, Mapping) or not any(section in raw for section in _RUN_CONFIG_SECTIONS):
-        return None
-    return parse_run_config(raw, path.resolve().parent, str(path))
+        return PlanSettings(spec=parse_spec(raw))
+    except SpecError as error:
+        raise error.within(source=spec) from None
+
+
+def plan_settings(spec: str, **flags: Any) -> PlanSettings:
+    """The settings of a `plan` command: the flags given (not None), over what `--spec` gives.
+
+    Args:
+        spec: The `--spec` argument.
+        **flags: `model`, `learning_rate`, `weight_decay`, `optim`, `num_labels`, `task`; None when not given.
+
+    Returns:
+        The settings.
+
+    Raises:
+        ConfigError: No model: neither `--model` nor a run config with a model section.
+    """
+    base = settings_from_spec_argument(spec)
+    given = {name: value for name, value in flags.items() if name in _SETTING_FLAGS and value is not None}
+    settings = dataclasses.replace(base, **given)
+    if settings.model is None:
+        raise ConfigError("--model: required (a hub id or a directory with a config.json) unless --spec is a run "
+                          "config with a model section")  # fmt: skip
+    return settings
 
 
 def settings_from_run_config(config: RunConfig) -> PlanSettings:
@@ -213,6 +237,22 @@ def _model_for_task(transformers: Any, config: Any, task: str) -> nn.Module:
     return transformers.AutoModel.from_config(config)
 
 
+def plan_training_arguments(settings: PlanSettings) -> Any:
+    """The `TrainingArguments` a plan is resolved under: the settings' optimizer and rates, or the defaults."""
+    from transformers import TrainingArguments
+
+    values = {name: getattr(settings, name) for name in ("learning_rate", "weight_decay", "optim")}
+    given = {name: value for name, value in values.items() if value is not None}
+    return TrainingArguments(output_dir="unused", report_to=[], use_cpu=True, **given)
+
+
+def resolve_plan(model: nn.Module, spec: SpecSource, args: Any) -> GroupPlan:
+    """The plan of ``spec`` on ``model`` under ``args``, through the one path the trainer takes too."""
+    from ..optimizer_choice import plan_inputs_for_arguments
+
+    return plan_inputs_for_arguments(args, model).resolve(model, spec)
+
+
 def plan_for_model(
     name_or_path: Any,
     spec: SpecSource,
@@ -248,17 +288,23 @@ def plan_for_model(
         plan = plan_for_model("bert-base-uncased", "spec.yaml", task="sequence-classification")
         ```
     """
-    from transformers import TrainingArguments
-
-    from ..optimizer_choice import plan_inputs_for_arguments
-
     model = meta_model(name_or_path, num_labels, task, peft)
-    args = TrainingArguments(
-        output_dir="unused",
-        optim=optim,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        report_to=[],
-        use_cpu=True,
-    )
-    return plan_inputs_for_arguments(args, model).resolve(model, spec)
+    settings = PlanSettings(learning_rate=learning_rate, weight_decay=weight_decay, optim=optim)
+    return resolve_plan(model, spec, plan_training_arguments(settings))
+
+
+def resume_preview(checkpoint: str, plan: GroupPlan, model: nn.Module, args: Any) -> Any:
+    """What a resume from ``checkpoint`` would carry, start fresh and drop (None: an exact resume).
+
+    Args:
+        checkpoint: The checkpoint directory.
+        plan: The plan `resolve_plan` gave.
+        model: The meta-device model it was resolved on.
+        args: The `TrainingArguments` it was resolved under.
+
+    Returns:
+        The `StateTransfer`, or None when the resume is exact.
+    """
+    from ..optimizer_state_transfer import preview_transfer
+
+    return preview_transfer(checkpoint, plan, model, args)
