@@ -8,7 +8,6 @@ not check the spec again.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
 import os
@@ -32,7 +31,14 @@ from .group_schedule import (
     parse_unfreeze_every,
 )
 from .name_patterns import compile_pattern, is_exact_name
-from .yaml_json import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
+from .yaml_json import (
+    JSON_SUFFIXES,
+    YAML_SUFFIXES,
+    DocumentError,
+    DocumentTooLargeError,
+    load_document,
+    parse_json,
+)
 
 GROUP_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 DEFAULT_GROUP_NAME = "default"
@@ -679,15 +685,18 @@ def _spec_from_data(source: Any) -> LayerwiseSpec:
 def _read_spec_text_or_file(source: str | os.PathLike[str]) -> Any:
     try:
         if _is_json_text(source):
-            _check_spec_size(len(source.encode("utf-8")))
+            size = len(source.encode("utf-8"))
+            if size > MAX_SPEC_BYTES:
+                raise SpecError(_too_large(size))
             return parse_json(source, "param_groups JSON string")
-        with contextlib.suppress(OSError):  # a missing or unreadable file: load_document says which
-            _check_spec_size(os.stat(source).st_size)
-        return load_document(source)
+        return load_document(source, MAX_SPEC_BYTES)  # a regular file; at most MAX_SPEC_BYTES + 1 bytes are read
+    except DocumentTooLargeError as error:
+        raise SpecError(_too_large(error.size)) from None
     except DocumentError as error:
         raise SpecError(error.detail) from None
 
 
-def _check_spec_size(size: int) -> None:
-    if size > MAX_SPEC_BYTES:
-        raise SpecError(f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} allowed (MAX_SPEC_BYTES)")
+def _too_large(size: int | None) -> str:
+    if size is None:  # a file whose stat size is 0 (/proc) that holds more
+        return f"the spec holds more than the {MAX_SPEC_BYTES:,} bytes allowed (MAX_SPEC_BYTES)"
+    return f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} allowed (MAX_SPEC_BYTES)"

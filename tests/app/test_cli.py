@@ -541,3 +541,40 @@ def test_train_parses_its_spec_once_and_hands_the_trainer_that_spec(tmp_path, sp
         main(["train", *overrides([*TINY_RUN, f"training.output_dir={tmp_path / 'run'}"])])
     assert len(spec_constructions) == 1
     assert handed == spec_constructions  # the very object parsed when the config was read
+
+
+# ---- Special files wherever a file is read: refused at once (issue 19, B6) ---------------------------
+
+
+@pytest.fixture
+def deadline():
+    """Fail a test that blocks for more than 10 s (opening a FIFO waits for a writer) instead of hanging."""
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError("still blocked after 10 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("where", ["--config", "param_groups in the config", "--set param_groups", "plan --spec"])
+def test_a_fifo_is_refused_wherever_a_file_is_read(where, tmp_path, bert_dir, deadline, capsys):
+    fifo = tmp_path / "named-pipe.yaml"
+    os.mkfifo(fifo)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {"from_config": {"hidden_size": 16}}, "data": {"builtin": {}},
+                                      "param_groups": "named-pipe.yaml"}))  # fmt: skip
+    argv = {
+        "--config": ["train", "--config", str(fifo)],
+        "param_groups in the config": ["train", "--config", str(config)],
+        "--set param_groups": ["train", "--print-config", "--set", f"param_groups={fifo}"],
+        "plan --spec": ["plan", "--model", str(bert_dir), "--spec", str(fifo)],
+    }[where]
+    status, out, err = run(argv, capsys)
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and f"{fifo}: is a FIFO (named pipe), expected a regular file" in err, err
