@@ -29,6 +29,7 @@ from .diagnostics_plot import has_group_diagnostics, plot_diagnostics
 from .lora import with_lora
 from .lr_plot import plot_learning_rates
 from .metrics import classification_metrics
+from .preflight import check_before_data
 from .run_config import ConfigError, RunConfig, dump_config
 
 
@@ -191,7 +192,8 @@ def run_training(config: RunConfig) -> RunResult:
         The `RunResult`.
 
     Raises:
-        ConfigError: A problem with the configuration found while building the run.
+        ConfigError: A problem with the configuration or the machine (`check_before_data`), found before any
+            data is prepared, or one found while building the run.
         SpecError: A problem with the param-group spec.
     """
     from transformers import DataCollatorWithPadding, set_seed
@@ -199,6 +201,7 @@ def run_training(config: RunConfig) -> RunResult:
     from ..trainer import LayerwiseTrainer
 
     args = _training_arguments(config)
+    check_before_data(config, args)
     spec = config.param_groups  # parsed once, when the config was read
     data = load_data(config.data)
     output_dir = Path(args.output_dir)

@@ -128,6 +128,8 @@ def training_value_problem(key: str, value: Any) -> str | None:
         return f"expected {_expected(key, arms)}, got {describe_value(value)}"
     if key == "resume_from_checkpoint" and isinstance(value, str):
         return checkpoint_directory_problem(value)
+    if key == "output_dir" and value == "":
+        return "expected a directory to write the run to, got '' (an empty path)"
     return None
 
 
