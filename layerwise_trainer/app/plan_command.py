@@ -8,9 +8,10 @@ the `LayerwiseSpec` is handed on, and nothing after `plan_settings` reads or che
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,12 @@ from ..core.spec import LayerwiseSpec, SpecSource, parse_spec, read_spec_file
 from ..core.yaml_json import JSON_SUFFIXES, YAML_SUFFIXES
 from ..errors import SpecError
 from .lora import with_lora
-from .run_config import ConfigError, RunConfig, model_config_from, parse_run_config
+from .run_config import ConfigError, RunConfig, check_layer_counts, model_config_from, parse_run_config
 from .tasks import TASKS
 
+# Modules a model built by `meta_model` may have: 200,000 is about 11,000 BERT blocks (0.5 GiB at the refusal);
+# a released model has a few thousand (DeepSeek-V3 with every expert a module of its own: about 62,000).
+MAX_MODEL_MODULES = 200_000
 # A mapping with one of these sections is a run config; a spec's top-level keys never include them.
 _RUN_CONFIG_SECTIONS = ("model", "param_groups")
 _SETTING_FLAGS = ("model", "learning_rate", "weight_decay", "optim", "num_labels", "task")
@@ -191,10 +195,12 @@ def read_model_config(name_or_path: str, where: str = "--model") -> Any:
 
     _check_local(name_or_path, where)
     try:
-        return transformers.AutoConfig.from_pretrained(name_or_path)
+        config = transformers.AutoConfig.from_pretrained(name_or_path)
     except Exception as error:  # hub, network, JSON and model-type failures alike: one line, not a traceback
         reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
         raise ConfigError(f"{where}: cannot read the model config of {name_or_path}: {reason[:300]}") from None
+    check_layer_counts(config, f"{where}: {name_or_path}/config.json: ")
+    return config
 
 
 def meta_model(
@@ -222,9 +228,31 @@ def meta_model(
     config = read_model_config(model) if isinstance(model, str) else model
     if num_labels is not None:
         config.num_labels = num_labels
-    with torch.device("meta"):
+    with torch.device("meta"), _at_most_modules(MAX_MODEL_MODULES, model if isinstance(model, str) else "model"):
         built = _model_for_task(transformers, config, task)
         return with_lora(built, peft) if peft is not None else built
+
+
+@contextlib.contextmanager
+def _at_most_modules(limit: int, what: str) -> Iterator[None]:
+    """Stop building a model once it has registered ``limit`` modules: on the meta device its tensors cost
+    nothing, but every module does (about 2.5 KiB), and only the layer counts are checked before building."""
+    from torch.nn.modules.module import register_module_module_registration_hook
+
+    count = 0
+
+    def count_module(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise ConfigError(f"{what}: the model has more than {limit:,} modules (MAX_MODEL_MODULES); a model config "
+                              "with that many blocks or experts is a mistake")  # fmt: skip
+
+    handle = register_module_module_registration_hook(count_module)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _model_for_task(transformers: Any, config: Any, task: str) -> nn.Module:

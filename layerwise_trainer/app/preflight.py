@@ -6,6 +6,8 @@ tokenizer and the training: a failure found later costs the run, and at save tim
 
 - The output directory can be written: a write probe (a file created and deleted), since permission bits
   say nothing for root, nor for a read-only mount or an immutable directory.
+- The model exists, is built on the meta device (its layer counts were checked with the config), and its
+  weights fit in the memory available.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ def check_before_data(config: RunConfig, args: Any) -> None:
         args: The run's `TrainingArguments`.
 
     Raises:
-        ConfigError: The output directory cannot be written; named by its key.
+        ConfigError: The output directory cannot be written, the model cannot be read or does not fit in
+            memory; named by its key.
     """
     check_output_dir(args.output_dir)
+    model = _meta_model_of(config)
+    check_fits_in_memory(model, "model.from_config" if config.model.from_config is not None else "model.name_or_path")
 
 
 def check_output_dir(output_dir: str | os.PathLike[str]) -> None:
@@ -57,3 +62,80 @@ def check_output_dir(output_dir: str | os.PathLike[str]) -> None:
         made = "" if existing == path else f" (to create {str(output_dir)!r} in)"
         raise ConfigError(f"training.output_dir: cannot write to the directory {str(existing)!r}{made}: "
                           f"{error.strerror}; expected a directory the run can write to") from None  # fmt: skip
+
+
+def _meta_model_of(config: RunConfig) -> Any:
+    """The run's model on the meta device: its config, the labels and the LoRA adapter as `train` builds them."""
+    from .plan_command import meta_model, read_model_config
+    from .run_config import model_config_from
+
+    if config.model.from_config is not None:
+        settings: dict[str, Any] = dict(config.model.from_config)
+        if config.tokenizer.train is not None and "vocab_size" not in settings:
+            settings["vocab_size"] = config.tokenizer.train.get("vocab_size", 8000)  # at most this many entries
+        model_config = model_config_from(settings)
+    else:
+        model_config = read_model_config(config.model.name_or_path, where="model.name_or_path")
+    num_labels = config.model.num_labels or (len(config.data.label_names) if config.data.label_names else 3)
+    return meta_model(model_config, num_labels, "sequence-classification", config.peft)
+
+
+def memory_available() -> int | None:
+    """Bytes of memory this process may still take: `MemAvailable`, under a cgroup's limit; None if unknown."""
+    limits = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="ascii").strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text(encoding="ascii").strip()
+        if limit != "max":
+            limits.append(max(int(limit) - int(used), 0))
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_fits_in_memory(model: Any, where: str) -> None:
+    """Refuse a model whose weights alone exceed the memory available, before it is allocated.
+
+    A model built from a config with huge sizes ended in torch's allocation traceback (or the OOM killer).
+    Only the weights are counted, in the dtype they are built in: gradients and optimizer state depend on what
+    the spec freezes.
+
+    Args:
+        model: The model on the meta device.
+        where: The config key that describes the model.
+
+    Raises:
+        ConfigError: The weights need more than `memory_available()`.
+    """
+    available = memory_available()
+    if available is None:
+        return
+    count = sum(parameter.numel() for parameter in model.parameters())
+    dtype = _weights_dtype(model.config)
+    needed = count * dtype.itemsize
+    if needed > available:
+        raise ConfigError(f"{where}: the model has {count:,} parameters, {_size(needed)} in "
+                          f"{str(dtype).removeprefix('torch.')}, more than the {_size(available)} of memory available; "
+                          "expected a model whose weights fit")  # fmt: skip
+
+
+def _weights_dtype(model_config: Any) -> Any:
+    import torch
+
+    dtype = getattr(model_config, "dtype", None)
+    if isinstance(dtype, str):  # "bfloat16" in a config.json
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
+
+
+def _size(size: int) -> str:
+    unit, scale = next((unit, scale) for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("bytes", 1))
+                       if size >= scale or scale == 1)  # fmt: skip
+    return f"{size / scale:,.1f} {unit}" if scale > 1 else f"{size} bytes"

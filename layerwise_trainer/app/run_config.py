@@ -37,6 +37,16 @@ DEFAULT_CONFIG_RESOURCE = "default.yaml"
 # A value handed to transformers (a `training` value, `model.from_config`, `peft`) is a few items; one with
 # more is a mistake or a YAML alias graph that would expand to billions of nodes if anything walked it.
 MAX_VALUE_ITEMS = 10_000
+# A model is built block by block, even on the meta device: 100,000 BERT blocks ran past 4.6 GB in `plan`. The
+# largest released models have about 130 blocks in a stack (Llama-3.1-405B 126); DeepNet trained 1,000.
+MAX_MODEL_LAYERS = 1_024
+# The built-in data are generated in memory: 100,000 reviews take about 1.3 s and 41 MiB, so the limit costs
+# about 15 s and half a GiB; the hub set the built-in one imitates has 120,000 Japanese reviews.
+MAX_BUILTIN_EXAMPLES = 1_000_000
+# A trained tokenizer's vocabulary sizes the model's embeddings; the largest released vocabularies hold 262,144.
+MAX_VOCAB_SIZE = 1_000_000
+# Config keys that count a model's layers: num_hidden_layers, encoder_layers, num_decoder_layers, n_layer, ...
+_LAYER_COUNT_KEY = re.compile(r"(?:^|_)layers$|^n_layer$")
 
 
 class ConfigError(ValueError):
@@ -61,8 +71,8 @@ def _typed(where: str, value: Any, kind: type | tuple[type, ...], expected: str)
     raise ConfigError(f"{where}: expected {expected}, got {describe_value(value)}")
 
 
-def _positive_int(where: str, value: Any) -> int | None:
-    problem = None if value is None else whole_number_problem(value)
+def _positive_int(where: str, value: Any, maximum: int | None = None) -> int | None:
+    problem = None if value is None else whole_number_problem(value, maximum=maximum)
     if problem is not None:
         raise ConfigError(f"{where}: expected {problem}, got {describe_value(value)}")
     return None if value is None else int(value)
@@ -142,7 +152,7 @@ class TokenizerSection:
         if train is not None:
             train = _keys_of("tokenizer.train", train, ("vocab_size", "min_frequency"))
             for key in train:
-                _positive_int(f"tokenizer.train.{key}", train[key])
+                _positive_int(f"tokenizer.train.{key}", train[key], MAX_VOCAB_SIZE if key == "vocab_size" else None)
             if name_or_path is not None:
                 raise ConfigError("tokenizer: give at most one of 'name_or_path' and 'train'")
         return cls(
@@ -189,7 +199,7 @@ class DataSection:
         builtin = hub = files = None
         if "builtin" in values:
             builtin = _keys_of("data.builtin", values["builtin"] or {}, ("num_examples", "seed"))
-            _positive_int("data.builtin.num_examples", builtin.get("num_examples"))
+            _positive_int("data.builtin.num_examples", builtin.get("num_examples"), MAX_BUILTIN_EXAMPLES)
             _typed("data.builtin.seed", builtin.get("seed"), int, "a whole number")
         if "hub" in values:
             hub = _keys_of("data.hub", values["hub"], ("path", "name", "revision"))
@@ -418,9 +428,46 @@ def model_config_from(settings: Mapping[str, Any]) -> Any:
         hint = did_you_mean(model_type, CONFIG_MAPPING.keys()) if isinstance(model_type, str) else ""
         raise ConfigError(f"model.from_config.model_type: unknown model type {describe_value(model_type)}{hint}")
     try:
-        return AutoConfig.for_model(model_type, **values)
+        config = AutoConfig.for_model(model_type, **values)
     except (TypeError, ValueError, StrictDataclassError) as error:
         raise ConfigError(_from_config_problem(error, values)) from None
+    check_layer_counts(config, "model.from_config.", written=values)
+    return config
+
+
+def check_layer_counts(config: Any, prefix: str, written: Mapping[str, Any] | None = None) -> None:
+    """Refuse a model config whose layer counts are negative or over `MAX_MODEL_LAYERS`, before it is built.
+
+    Every key that counts layers is checked (``num_hidden_layers``, ``encoder_layers``, ``n_layer``, in
+    sub-configs too): a model with ``num_hidden_layers: -1`` builds no block at all, and the mistake surfaced
+    as a spec error ("layer_decay needs transformer blocks"); one with 100,000 blocks is built module by
+    module, for minutes and gigabytes, even on the meta device.
+
+    Args:
+        config: A transformers `PretrainedConfig`.
+        prefix: What the keys are named after in messages (``"model.from_config."``).
+        written: The values as the user wrote them, to name a key by the user's name for it
+            (``num_hidden_layers`` for BART's ``encoder_layers``).
+
+    Raises:
+        ConfigError: A layer count below 0 or over `MAX_MODEL_LAYERS`, named by its key.
+    """
+    aliases = {target: key for key, target in getattr(config, "attribute_map", {}).items() if key in (written or {})}
+    for key, value in _layer_counts(config.to_dict()):
+        if whole_number_problem(value, minimum=0, maximum=MAX_MODEL_LAYERS) is not None:
+            name = aliases.get(key, key)
+            raise ConfigError(f"{prefix}{name}: expected a whole number from 0 to {MAX_MODEL_LAYERS:,} "
+                              f"(MAX_MODEL_LAYERS), got {describe_value(value)}")  # fmt: skip
+
+
+def _layer_counts(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, int]]:
+    counts = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):  # a sub-config: text_config, vision_config, ...
+            counts.extend(_layer_counts(value, f"{prefix}{key}."))
+        elif isinstance(value, int) and not isinstance(value, bool) and _LAYER_COUNT_KEY.search(str(key)):
+            counts.append((f"{prefix}{key}", value))
+    return counts
 
 
 def _from_config_problem(error: Exception, values: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """What `train` and `plan` refuse before any data is prepared, in one line, with exit status 2 (issue 19).
 
-An output directory that cannot be written (A4).
+An output directory that cannot be written (A4), absurd sizes and a model that does not exist (B7).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import subprocess
 import time
 
 import pytest
+from helpers import FAMILIES
 
-from layerwise_trainer.app import preflight
+from layerwise_trainer.app import plan_command, preflight
 from layerwise_trainer.app.cli import main
 
 # A run of a few seconds: 60 generated reviews, a one-block BERT, a 200-entry vocabulary.
@@ -119,3 +120,82 @@ def test_the_write_probe_leaves_nothing_behind(tmp_path):
     preflight.check_output_dir(tmp_path / "new" / "run")
     preflight.check_output_dir(tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing created, the probe file deleted
+
+
+# ---- B7: absurd sizes ------------------------------------------------------------------------------
+
+
+def saved_config(directory, **values):
+    model_cls, config = FAMILIES["bert"]()
+    config.architectures = [model_cls.__name__]
+    for key, value in values.items():
+        setattr(config, key, value)
+    config.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("layers", [100_000, -1])
+def test_plan_refuses_an_absurd_layer_count_at_once(layers, tmp_path, capsys):
+    model_dir = saved_config(tmp_path / "model", num_hidden_layers=layers)
+    _, seconds = refused(["plan", "--model", str(model_dir), "--spec", '{"layer_decay": 0.8, "groups": []}'], capsys,
+                         f"--model: {model_dir}/config.json: num_hidden_layers: expected a whole number from 0 to "
+                         f"1,024 (MAX_MODEL_LAYERS), got {layers} (int)")  # fmt: skip
+    assert seconds < 1.0  # 100,000 blocks ran past 4.6 GB; -1 was blamed on the spec's layer_decay
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "model.from_config.num_hidden_layers=-1",
+            "model.from_config.num_hidden_layers: expected a whole number from 0 to 1,024 (MAX_MODEL_LAYERS), got -1",
+        ),
+        (
+            "model.from_config={model_type: bart, num_hidden_layers: 5000}",  # BART's encoder_layers, by its alias
+            "model.from_config.num_hidden_layers: expected a whole number from 0 to 1,024 (MAX_MODEL_LAYERS), got 5000",
+        ),
+        (
+            "data.builtin.num_examples=10000000000",
+            "data.builtin.num_examples: expected a whole number from 1 to 1,000,000, got 10000000000 (int)",
+        ),
+        (
+            "tokenizer.train.vocab_size=10000000000",
+            "tokenizer.train.vocab_size: expected a whole number from 1 to 1,000,000, got 10000000000 (int)",
+        ),
+    ],
+)
+def test_absurd_sizes_in_a_run_config_are_refused_when_it_is_read(setting, message, tmp_path, no_data, capsys):
+    _, seconds = refused(["train", "--print-config", "--set", setting], capsys, message)
+    assert seconds < 1.0
+
+
+def test_a_model_too_large_for_the_memory_is_refused_before_it_is_allocated(tmp_path, no_data, capsys):
+    huge = "model.from_config={hidden_size: 65536, num_attention_heads: 64, intermediate_size: 262144}"
+    _, seconds = refused(train(huge, output_dir=tmp_path / "run"), capsys,
+                           "model.from_config: the model has 622,827,667,459 parameters, 2,320.2 GiB in float32, "
+                           "more than the ")  # fmt: skip
+    assert seconds < 5.0  # it ended in torch's allocation traceback (or the OOM killer)
+
+
+def test_the_memory_check_counts_the_weights_against_the_memory_available(tmp_path, monkeypatch, no_data, capsys):
+    monkeypatch.setattr(preflight, "memory_available", lambda: 2**10)
+    refused(train(output_dir=tmp_path / "run"), capsys,
+            # embeddings 3,776 (a 200-entry vocabulary) + one block 2,224 + pooler 272 + head 51, 4 bytes each
+            "model.from_config: the model has 6,323 parameters, 24.7 KiB in float32, more than the 1.0 KiB of "
+            "memory available; expected a model whose weights fit")  # fmt: skip
+
+
+def test_a_model_of_too_many_modules_is_refused_while_it_is_built(tmp_path, monkeypatch, capsys):
+    model_dir = saved_config(tmp_path / "model")
+    monkeypatch.setattr(plan_command, "MAX_MODEL_MODULES", 20)
+    refused(["plan", "--model", str(model_dir), "--spec", "[]"], capsys,
+            f"{model_dir}: the model has more than 20 modules (MAX_MODEL_MODULES)")  # fmt: skip
+    import torch.nn.modules.module as torch_module
+
+    assert not torch_module._global_module_registration_hooks  # the counting hook is gone
+
+
+def test_train_refuses_a_model_dir_that_does_not_exist_before_any_data(tmp_path, no_data, capsys):
+    missing = tmp_path / "no-such-model"
+    refused(train("model.from_config=null", f"model.name_or_path={missing}", output_dir=tmp_path / "run"), capsys,
+            f"model.name_or_path: no such directory: {missing}")  # fmt: skip

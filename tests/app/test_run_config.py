@@ -117,7 +117,7 @@ def test_override_errors(override, message):
         ),
         (
             {**MINIMAL, "tokenizer": {"train": {"vocab_size": 0}}},
-            "tokenizer.train.vocab_size: expected a whole number >= 1",
+            "tokenizer.train.vocab_size: expected a whole number from 1 to 1,000,000",
         ),
         ({**MINIMAL, "tokenizer": {"train": {}, "name_or_path": "x"}}, "tokenizer: give at most one of"),
         ({**MINIMAL, "metrics": ["acuracy"]}, "metrics: unknown metric 'acuracy' (str); did you mean 'accuracy'?"),
