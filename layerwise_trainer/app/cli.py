@@ -1,8 +1,8 @@
 """The `layerwise-trainer` command line: `train` a whole fine-tune, `plan` a spec against a model.
 
 Exit status: 0 on success; 2 for any mistake on the command line or in a config or spec, with one line
-on stderr that names the key, what was found and what was expected, before any data is prepared; 1 for
-any other failure.
+on stderr that names the key, what was found and what was expected, before any data is prepared; 130 when
+`train` is interrupted (Ctrl-C), with one line naming the checkpoint to resume from; 1 for any other failure.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .._version import __version__
@@ -19,6 +20,7 @@ from .import_noise import drop_import_noise
 from .tasks import TASKS
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def _one_line(text: str) -> str:
@@ -61,10 +63,10 @@ def _optimizer_name(text: str) -> str:
 
 
 def _checkpoint_directory(text: str) -> str:
-    """An argparse `type` for `--resume-from`: an existing directory, checked before anything is imported."""
+    """An argparse `type` for `--resume-from`: a checkpoint directory, checked before anything is imported."""
     from .training_values import checkpoint_directory_problem
 
-    problem = checkpoint_directory_problem(text)
+    problem = checkpoint_directory_problem(text, needs_weights=False)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text
@@ -166,9 +168,37 @@ def _train(arguments: argparse.Namespace) -> int:
     from .pipeline import run_training
 
     started = time.monotonic()
-    result = run_training(config)
+    try:
+        result = run_training(config)
+    except KeyboardInterrupt:
+        print(_interrupted(config), file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(_summary(result, time.monotonic() - started))
     return 0
+
+
+def _interrupted(config: Any) -> str:
+    """One line for Ctrl-C: the checkpoint to resume from (the latest complete one in the output directory)."""
+    output_dir = Path(config.training.get("output_dir") or "trainer_output")  # TrainingArguments' default
+    latest = _latest_complete_checkpoint(output_dir)
+    lead = "\n" if sys.stderr.isatty() else ""  # below a progress bar on a terminal
+    if latest is None:
+        return (f"{lead}layerwise-trainer train: interrupted; no checkpoint was saved in {output_dir} to resume from "
+                "(training.save_strategy and save_steps set when checkpoints are saved)")  # fmt: skip
+    return (f"{lead}layerwise-trainer train: interrupted; resume from the latest checkpoint with "
+            f"--set training.resume_from_checkpoint={latest.resolve()}")  # fmt: skip
+
+
+def _latest_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The `checkpoint-<step>` of the highest step whose `trainer_state.json`, written last, is there."""
+    from .training_values import TRAINER_STATE_FILE
+
+    steps = {}
+    for entry in output_dir.glob("checkpoint-*") if output_dir.is_dir() else ():
+        step = entry.name.removeprefix("checkpoint-")
+        if step.isdigit() and (entry / TRAINER_STATE_FILE).is_file():
+            steps[int(step)] = entry
+    return steps[max(steps)] if steps else None
 
 
 def _summary(result, seconds: float) -> str:
@@ -243,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, ConfigError, MissingExtraError) as error:
         print(f"layerwise-trainer {arguments.command}: error: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # `train` names the checkpoint to resume from when it was training
+        print(f"layerwise-trainer {arguments.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -114,21 +114,15 @@ def _model(config: RunConfig, label_names: tuple[str, ...], tokenizer):
 
 
 def _fit_tokenizer_to_model(config: RunConfig, tokenizer, model) -> None:
-    """Refuse a `max_length` past the model's positions; save the tokenizer with the length the model takes.
+    """Save the tokenizer with the length the model takes (`check_before_data` refused a longer `max_length`).
 
     A tokenizer saved with a longer `model_max_length` than the model's positions makes
     `pipeline(...)(long_text, truncation=True)` fail on the saved model with a size mismatch.
     """
     positions = getattr(model.config, "max_position_embeddings", None)
-    max_length = config.tokenizer.max_length
-    if positions is not None and max_length > positions:
-        raise ConfigError(
-            f"tokenizer.max_length: {max_length}, but the model takes at most {positions} tokens "
-            f"(max_position_embeddings); expected a max_length of at most {positions}"
-        )
     if config.model.from_config is not None:
         # Built from scratch: the positions past max_length were never trained.
-        tokenizer.model_max_length = max_length
+        tokenizer.model_max_length = config.tokenizer.max_length
     elif positions is not None and tokenizer.model_max_length > positions:
         tokenizer.model_max_length = positions
 

@@ -7,7 +7,9 @@ tokenizer and the training: a failure found later costs the run, and at save tim
 - The output directory can be written: a write probe (a file created and deleted), since permission bits
   say nothing for root, nor for a read-only mount or an immutable directory.
 - The model exists, is built on the meta device (its layer counts were checked with the config), and its
-  weights fit in the memory available.
+  weights fit in the memory available; LoRA settings fit it (peft refuses `r: 0` only when it wraps a model).
+- `tokenizer.max_length` fits the model's positions.
+- The reporting integrations `training.report_to` names are installed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import Any
 from ..errors import describe_value
 from .run_config import ConfigError, RunConfig
 
+# The pip package of each reporting integration, for the message when one is missing.
+_INTEGRATION_PACKAGES = {"azure_ml": "azureml-core", "tensorboard": "tensorboard (the [tensorboard] extra)"}
+
 
 def check_before_data(config: RunConfig, args: Any) -> None:
     """Refuse a run that would fail for want of something on this machine, before any data is prepared.
@@ -30,11 +35,14 @@ def check_before_data(config: RunConfig, args: Any) -> None:
 
     Raises:
         ConfigError: The output directory cannot be written, the model cannot be read or does not fit in
-            memory; named by its key.
+            memory, peft refuses the LoRA settings, `tokenizer.max_length` is past the model's positions, or a
+            reporting integration is not installed; named by its key.
     """
     check_output_dir(args.output_dir)
+    check_reporting_integrations(args.report_to)
     model = _meta_model_of(config)
     check_fits_in_memory(model, "model.from_config" if config.model.from_config is not None else "model.name_or_path")
+    check_max_length(config.tokenizer.max_length, model.config)
 
 
 def check_output_dir(output_dir: str | os.PathLike[str]) -> None:
@@ -62,6 +70,26 @@ def check_output_dir(output_dir: str | os.PathLike[str]) -> None:
         made = "" if existing == path else f" (to create {str(output_dir)!r} in)"
         raise ConfigError(f"training.output_dir: cannot write to the directory {str(existing)!r}{made}: "
                           f"{error.strerror}; expected a directory the run can write to") from None  # fmt: skip
+
+
+def check_reporting_integrations(report_to: Any) -> None:
+    """Refuse a reporting integration that is not installed (the Trainer raised only when it was built).
+
+    Args:
+        report_to: `TrainingArguments.report_to`, as the arguments normalised it (a list of names).
+
+    Raises:
+        ConfigError: A name whose package is missing.
+    """
+    from transformers.integrations import get_available_reporting_integrations
+
+    available = get_available_reporting_integrations()
+    for name in report_to or []:
+        if name not in available and name not in ("flyte", "kubeflow"):  # these two are not in the list
+            package = _INTEGRATION_PACKAGES.get(name, name)
+            installed = ", ".join(available) or "none"
+            raise ConfigError(f"training.report_to: {name!r} is not installed (pip install {package}); expected "
+                              f"one of the installed integrations ({installed}) or 'none'")  # fmt: skip
 
 
 def _meta_model_of(config: RunConfig) -> Any:
@@ -139,3 +167,21 @@ def _size(size: int) -> str:
     unit, scale = next((unit, scale) for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("bytes", 1))
                        if size >= scale or scale == 1)  # fmt: skip
     return f"{size / scale:,.1f} {unit}" if scale > 1 else f"{size} bytes"
+
+
+def check_max_length(max_length: int, model_config: Any) -> None:
+    """Refuse a `tokenizer.max_length` past the model's positions (a saved tokenizer would promise more).
+
+    Args:
+        max_length: `tokenizer.max_length`.
+        model_config: The model's config.
+
+    Raises:
+        ConfigError: `max_length` is larger than `max_position_embeddings`.
+    """
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise ConfigError(
+            f"tokenizer.max_length: {max_length}, but the model takes at most {positions} tokens "
+            f"(max_position_embeddings); expected a max_length of at most {positions}"
+        )

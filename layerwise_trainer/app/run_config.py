@@ -510,7 +510,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 
     Raises:
         ConfigError: An override without ``=`` or with an empty key, going through a value that is not a
-            mapping or list, or an index out of range.
+            mapping or list, an index out of range, or a negative index.
 
     Example:
         ```python
@@ -520,6 +520,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     result = dict(raw)
     for override in overrides:
         key, sep, text = override.partition("=")
+        if sep and _NEGATIVE_INDEX.search(key):
+            raise ConfigError(f"--set {_quoted(override)}: negative indexes are not supported; "
+                              "count from the start, from 0")  # fmt: skip
         path = _override_path(key.strip()) if sep else None
         if not path:
             raise ConfigError(
@@ -536,6 +539,8 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 
 # One step of a --set path: a key, then any number of `[index]`.
 _PATH_STEP = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
+# `[-1]`, or `.-1` as a step: an index from the end, which --set does not take.
+_NEGATIVE_INDEX = re.compile(r"\[\s*-\d+\s*\]|(?:^|\.)-\d+(?=\.|\[|$)")
 
 
 def _override_path(key: str) -> list[str | int] | None:

@@ -1,14 +1,21 @@
 """What `train` and `plan` refuse before any data is prepared, in one line, with exit status 2 (issue 19).
 
-An output directory that cannot be written (A4), absurd sizes and a model that does not exist (B7).
+An output directory that cannot be written (A4), absurd sizes (B7), and the mistakes that ended in a
+traceback after the data were prepared (B8): a model that does not exist, a checkpoint of junk files, LoRA
+settings peft refuses, a reporting integration that is not installed, Ctrl-C, a negative `--set` index.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers import FAMILIES
@@ -195,7 +202,146 @@ def test_a_model_of_too_many_modules_is_refused_while_it_is_built(tmp_path, monk
     assert not torch_module._global_module_registration_hooks  # the counting hook is gone
 
 
+# ---- B8: one line instead of a traceback -----------------------------------------------------------
+
+
 def test_train_refuses_a_model_dir_that_does_not_exist_before_any_data(tmp_path, no_data, capsys):
     missing = tmp_path / "no-such-model"
     refused(train("model.from_config=null", f"model.name_or_path={missing}", output_dir=tmp_path / "run"), capsys,
             f"model.name_or_path: no such directory: {missing}")  # fmt: skip
+
+
+def junk_checkpoint(directory: Path, state: str = "zz") -> Path:
+    directory.mkdir()
+    (directory / "trainer_state.json").write_text(state)
+    (directory / "optimizer.pt").write_bytes(os.urandom(1000).replace(b"\x80", b"\x00"))
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda path: junk_checkpoint(path), "trainer_state.json: not valid JSON, expected the JSON object"),
+        (lambda path: junk_checkpoint(path, state="{}"), "optimizer.pt: not a file torch.save wrote"),
+        (lambda path: path.mkdir() or path, "which has no trainer_state.json"),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "plan"])
+def test_a_checkpoint_of_junk_files_is_one_line(command, make, fragment, tmp_path, bert_config_dir, no_data, capsys):
+    checkpoint = make(tmp_path / "checkpoint-7")
+    argv = (
+        train(f"training.resume_from_checkpoint={checkpoint}", output_dir=tmp_path / "run")
+        if command == "train"
+        else ["plan", "--model", str(bert_config_dir), "--spec", "[]", "--resume-from", str(checkpoint)]
+    )
+    refused(argv, capsys, fragment)
+
+
+def test_train_refuses_a_checkpoint_without_weights(tmp_path, no_data, capsys):
+    checkpoint = tmp_path / "checkpoint-7"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 7}))
+    refused(train(f"training.resume_from_checkpoint={checkpoint}", output_dir=tmp_path / "run"), capsys,
+            "expected a checkpoint with model weights")  # fmt: skip
+
+
+@pytest.fixture
+def bert_config_dir(tmp_path):
+    return saved_config(tmp_path / "bert")
+
+
+@pytest.mark.parametrize(
+    ("peft", "fragment"),
+    [
+        ("{r: 0, target_modules: [query]}", "peft: `r` should be a positive integer value but the value passed is 0"),
+        ("{r: 4, target_modules: [nothing_like_it]}", "peft: No modules were targeted for adaptation"),
+    ],
+)
+def test_lora_settings_peft_refuses_are_one_line_before_any_data(peft, fragment, tmp_path, no_data, capsys):
+    pytest.importorskip("peft", reason="the optional extra [peft] is not installed")
+    refused(train(f"peft={peft}", output_dir=tmp_path / "run"), capsys, fragment)
+
+
+def test_a_reporting_integration_that_is_not_installed_is_one_line(tmp_path, no_data, capsys):
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    refused(train("training.report_to=wandb", output_dir=tmp_path / "run"), capsys,
+            "training.report_to: 'wandb' is not installed (pip install wandb); expected one of the installed "
+            "integrations (")  # fmt: skip
+
+
+def test_set_refuses_a_negative_index_by_name(capsys):
+    refused(["train", "--print-config", "--set", "param_groups[-1].lr=1"], capsys,
+            "--set 'param_groups[-1].lr=1': negative indexes are not supported")  # fmt: skip
+
+
+# ---- B8: Ctrl-C during train -----------------------------------------------------------------------
+
+
+def test_ctrl_c_names_the_latest_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys):
+    import layerwise_trainer.app.pipeline
+
+    output_dir = tmp_path / "run"
+
+    def interrupted_after_two_checkpoints(config, **kwargs):
+        for step in (5, 10, 15):
+            (output_dir / f"checkpoint-{step}").mkdir(parents=True)
+        for step in (5, 10):  # checkpoint-15 is still being written: no trainer_state.json yet
+            (output_dir / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(layerwise_trainer.app.pipeline, "run_training", interrupted_after_two_checkpoints)
+    status = main(train(output_dir=output_dir))
+    out, err = capsys.readouterr()
+    assert (status, out) == (130, "")
+    assert err == (
+        "layerwise-trainer train: interrupted; resume from the latest checkpoint with "
+        f"--set training.resume_from_checkpoint={output_dir / 'checkpoint-10'}\n"
+    )
+
+
+def test_ctrl_c_without_a_checkpoint_says_there_is_none(tmp_path, monkeypatch, capsys):
+    import layerwise_trainer.app.pipeline
+
+    def interrupted(config, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(layerwise_trainer.app.pipeline, "run_training", interrupted)
+    status = main(train(output_dir=tmp_path / "run"))
+    out, err = capsys.readouterr()
+    assert (status, out) == (130, "")
+    assert err == (
+        f"layerwise-trainer train: interrupted; no checkpoint was saved in {tmp_path / 'run'} to resume from "
+        "(training.save_strategy and save_steps set when checkpoints are saved)\n"
+    )
+
+
+COMMAND = shutil.which("layerwise-trainer") or str(Path(sys.executable).parent / "layerwise-trainer")
+
+
+def test_ctrl_c_during_a_real_run_is_one_line(tmp_path):
+    """SIGINT while the Trainer trains: no 35-line KeyboardInterrupt, the checkpoint to resume from."""
+    output_dir = tmp_path / "run"
+    settings = [*TINY, f"training.output_dir={output_dir}", "training.num_train_epochs=200", "training.save_steps=1",
+                "training.save_strategy=steps", "training.eval_strategy=no"]  # fmt: skip
+    # No progress bars from datasets or transformers' saving (see the C12 test for bars): stderr is ours alone.
+    quiet = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **quiet}
+    process = subprocess.Popen([COMMAND, "train", *overrides(settings)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=environment)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not (output_dir / "checkpoint-2").is_dir():
+            assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was saved"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(
+        f"layerwise-trainer train: interrupted; resume from the latest checkpoint with "
+        f"--set training.resume_from_checkpoint={output_dir}/checkpoint-"
+    )

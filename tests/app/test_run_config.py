@@ -383,7 +383,10 @@ def test_set_with_a_nested_index():
             "reach an element by its index, e.g. param_groups.groups[0] or param_groups.groups.0",
         ),
         ("param_groups.groups[x].match=x", "--set 'param_groups.groups[x].match=x': expected key.path=value"),
-        ("param_groups.groups[-1].match=x", "--set 'param_groups.groups[-1].match=x': expected key.path=value"),
+        (
+            "param_groups.groups[-1].match=x",
+            "--set 'param_groups.groups[-1].match=x': negative indexes are not supported; count from the start, from 0",
+        ),
     ],
 )
 def test_set_list_errors(override, message):
