@@ -227,7 +227,7 @@ def _plan(arguments: argparse.Namespace) -> int:
 
     flags = {name: getattr(arguments, name) for name in ("model", "learning_rate", "weight_decay", "optim",
                                                           "num_labels", "task")}  # fmt: skip
-    settings = plan_settings(arguments.spec, **flags)
+    settings = plan_settings(arguments.spec, arguments.resume_from, **flags)
     model = meta_model(settings.model, settings.num_labels, settings.task or "auto", settings.peft)
     args = plan_training_arguments(settings)
     plan = resolve_plan(model, settings.spec, args)

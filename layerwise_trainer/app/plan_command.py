@@ -59,7 +59,7 @@ class PlanSettings:
     peft: Mapping[str, Any] | None = None
 
 
-def settings_from_spec_argument(spec: str) -> PlanSettings:
+def settings_from_spec_argument(spec: str, checkpoint: str | None = None) -> PlanSettings:
     """What `--spec` gives: a spec (a file or a JSON string), or a run config's spec, model and settings.
 
     A file is read once (`read_spec_file`); a mapping with a `model` or `param_groups` section is a run config
@@ -67,6 +67,7 @@ def settings_from_spec_argument(spec: str) -> PlanSettings:
 
     Args:
         spec: The `--spec` argument.
+        checkpoint: `--resume-from`: a run config's model is then sized as the checkpoint's.
 
     Returns:
         The settings, with the spec parsed.
@@ -79,18 +80,19 @@ def settings_from_spec_argument(spec: str) -> PlanSettings:
         return PlanSettings(spec=parse_spec(spec))
     raw = read_spec_file(spec)
     if isinstance(raw, Mapping) and any(section in raw for section in _RUN_CONFIG_SECTIONS):
-        return settings_from_run_config(parse_run_config(raw, Path(spec).resolve().parent, spec))
+        return settings_from_run_config(parse_run_config(raw, Path(spec).resolve().parent, spec), checkpoint)
     try:
         return PlanSettings(spec=parse_spec(raw))
     except SpecError as error:
         raise error.within(source=spec) from None
 
 
-def plan_settings(spec: str, **flags: Any) -> PlanSettings:
+def plan_settings(spec: str, checkpoint: str | None = None, **flags: Any) -> PlanSettings:
     """The settings of a `plan` command: the flags given (not None), over what `--spec` gives.
 
     Args:
         spec: The `--spec` argument.
+        checkpoint: The `--resume-from` argument, if given.
         **flags: `model`, `learning_rate`, `weight_decay`, `optim`, `num_labels`, `task`; None when not given.
 
     Returns:
@@ -99,7 +101,7 @@ def plan_settings(spec: str, **flags: Any) -> PlanSettings:
     Raises:
         ConfigError: No model: neither `--model` nor a run config with a model section.
     """
-    base = settings_from_spec_argument(spec)
+    base = settings_from_spec_argument(spec, checkpoint)
     given = {name: value for name, value in flags.items() if name in _SETTING_FLAGS and value is not None}
     settings = dataclasses.replace(base, **given)
     if settings.model is None:
@@ -108,11 +110,12 @@ def plan_settings(spec: str, **flags: Any) -> PlanSettings:
     return settings
 
 
-def settings_from_run_config(config: RunConfig) -> PlanSettings:
+def settings_from_run_config(config: RunConfig, checkpoint: str | None = None) -> PlanSettings:
     """The plan `train` would build from `config`: its spec, model, rates, optimizer and LoRA settings.
 
     Args:
         config: A checked run config.
+        checkpoint: A checkpoint of the run, whose model (its vocabulary) the plan is then built like.
 
     Returns:
         The settings; `task` is `sequence-classification`, the head `train` adds.
@@ -126,7 +129,7 @@ def settings_from_run_config(config: RunConfig) -> PlanSettings:
         raise ConfigError(f"{config.source}: param_groups: the run config has no spec to plan")
     args = LayerwiseTrainingArguments(**config.training)
     return PlanSettings(
-        model=_model_of(config),
+        model=model_of_run_config(config, checkpoint),
         spec=config.param_groups,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
@@ -137,16 +140,48 @@ def settings_from_run_config(config: RunConfig) -> PlanSettings:
     )
 
 
-def _model_of(config: RunConfig) -> Any:
-    """A hub id or directory (read only if no `--model` replaces it), or the config `from_config` builds."""
+def model_of_run_config(config: RunConfig, checkpoint: str | None = None) -> Any:
+    """A run config's model: a hub id or directory (read only when it is built), or the config `from_config` builds.
+
+    `train` sizes the embeddings of a model built from a config to the tokenizer it trains, whose vocabulary is
+    known only once it is learnt: at most `tokenizer.train.vocab_size` entries, or exactly the checkpoint's
+    (its `config.json`, else its `vocab.txt`) when one is given, so that a resume's preview sees the same
+    embedding shape the resume loads.
+
+    Args:
+        config: A checked run config.
+        checkpoint: A checkpoint directory of this run, or None.
+
+    Returns:
+        The hub id or directory, or a transformers config.
+    """
     if config.model.name_or_path is not None:
         _check_local(config.model.name_or_path, where="model.name_or_path")
         return config.model.name_or_path
     settings = dict(config.model.from_config or {})
     if config.tokenizer.train is not None and "vocab_size" not in settings:
-        # `train` sizes the embeddings to the tokenizer it trains: at most this many entries.
-        settings["vocab_size"] = config.tokenizer.train.get("vocab_size", 8000)
+        learned = _learned_vocab_size(checkpoint) if checkpoint is not None else None
+        settings["vocab_size"] = learned or config.tokenizer.train.get("vocab_size", 8000)
     return model_config_from(settings)
+
+
+def _learned_vocab_size(checkpoint: str) -> int | None:
+    """The vocabulary the run learnt, as its checkpoint saved it: `config.json`'s `vocab_size`, or `vocab.txt`."""
+    import json
+
+    from ..core.yaml_json import DocumentError, read_text_bounded
+
+    folder = Path(checkpoint)
+    try:
+        size = json.loads(read_text_bounded(folder / "config.json", 1024 * 1024)).get("vocab_size")
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size
+    except (DocumentError, ValueError, AttributeError):
+        pass
+    try:
+        return len(read_text_bounded(folder / "vocab.txt", 64 * 1024 * 1024).splitlines()) or None
+    except DocumentError:
+        return None
 
 
 def _num_labels_of_data(config: RunConfig) -> int | None:
@@ -204,7 +239,11 @@ def read_model_config(name_or_path: str, where: str = "--model") -> Any:
 
 
 def meta_model(
-    model: Any, num_labels: int | None = None, task: str = "auto", peft: Mapping[str, Any] | None = None
+    model: Any,
+    num_labels: int | None = None,
+    task: str = "auto",
+    peft: Mapping[str, Any] | None = None,
+    where: str = "--model",
 ) -> nn.Module:
     """The model of a hub id, local directory or config, built on the meta device.
 
@@ -218,6 +257,7 @@ def meta_model(
             knows, else `AutoModel`.
         peft: `peft.LoraConfig` fields: wrap the model with LoRA for sequence classification, as `train`
             does.
+        where: What to call the model in messages (`--model`, `model.name_or_path`).
 
     Returns:
         The model, with every tensor on the meta device.
@@ -225,7 +265,7 @@ def meta_model(
     import torch
     import transformers
 
-    config = read_model_config(model) if isinstance(model, str) else model
+    config = read_model_config(model, where) if isinstance(model, str) else model
     if num_labels is not None:
         config.num_labels = num_labels
     with torch.device("meta"), _at_most_modules(MAX_MODEL_MODULES, model if isinstance(model, str) else "model"):

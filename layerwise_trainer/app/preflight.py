@@ -94,18 +94,11 @@ def check_reporting_integrations(report_to: Any) -> None:
 
 def _meta_model_of(config: RunConfig) -> Any:
     """The run's model on the meta device: its config, the labels and the LoRA adapter as `train` builds them."""
-    from .plan_command import meta_model, read_model_config
-    from .run_config import model_config_from
+    from .plan_command import meta_model, model_of_run_config
 
-    if config.model.from_config is not None:
-        settings: dict[str, Any] = dict(config.model.from_config)
-        if config.tokenizer.train is not None and "vocab_size" not in settings:
-            settings["vocab_size"] = config.tokenizer.train.get("vocab_size", 8000)  # at most this many entries
-        model_config = model_config_from(settings)
-    else:
-        model_config = read_model_config(config.model.name_or_path, where="model.name_or_path")
     num_labels = config.model.num_labels or (len(config.data.label_names) if config.data.label_names else 3)
-    return meta_model(model_config, num_labels, "sequence-classification", config.peft)
+    model = model_of_run_config(config)
+    return meta_model(model, num_labels, "sequence-classification", config.peft, where="model.name_or_path")
 
 
 def memory_available() -> int | None:
