@@ -165,16 +165,40 @@ def _train(arguments: argparse.Namespace) -> int:
     require_extra("app", "layerwise-trainer train")
     if config.tokenizer.train is not None:
         require_extra("ja", "a run that trains a Japanese tokenizer (tokenizer.train)")
+    from .hub_access import use_cache_when_hub_unreachable
     from .pipeline import run_training
+    from .preflight import hub_ids
+
+    if hub_ids(config):
+        use_cache_when_hub_unreachable()  # offline: fail in seconds, not after 30 to 54 s of retries
 
     started = time.monotonic()
     try:
-        result = run_training(config)
+        result = run_training(config, progress_bars=_progress_bars_on_a_terminal_only())
     except KeyboardInterrupt:
         print(_interrupted(config), file=sys.stderr)
         return EXIT_INTERRUPTED
     print(_summary(result, time.monotonic() - started))
     return 0
+
+
+def _progress_bars_on_a_terminal_only() -> bool:
+    """Whether stderr is a terminal; when it is not (a file, a pipe, CI), turn off every progress bar.
+
+    A progress bar redraws itself with carriage returns and cursor-up escape codes (`\\x1b[A`), which a file
+    keeps as they are. The command line owns its process, so it turns off the bars of datasets, transformers
+    and huggingface_hub for the whole process; the Trainer's follow `disable_tqdm`.
+    """
+    if sys.stderr.isatty():
+        return True
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    return False
 
 
 def _interrupted(config: Any) -> str:
@@ -228,6 +252,10 @@ def _plan(arguments: argparse.Namespace) -> int:
     flags = {name: getattr(arguments, name) for name in ("model", "learning_rate", "weight_decay", "optim",
                                                           "num_labels", "task")}  # fmt: skip
     settings = plan_settings(arguments.spec, arguments.resume_from, **flags)
+    if isinstance(settings.model, str) and not Path(settings.model).expanduser().is_dir():
+        from .hub_access import use_cache_when_hub_unreachable
+
+        use_cache_when_hub_unreachable()  # offline: fail in seconds, not after 30 to 54 s of retries
     model = meta_model(settings.model, settings.num_labels, settings.task or "auto", settings.peft)
     args = plan_training_arguments(settings)
     plan = resolve_plan(model, settings.spec, args)

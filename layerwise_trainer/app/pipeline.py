@@ -50,10 +50,11 @@ class RunResult:
     files: dict[str, Path]
 
 
-def _training_arguments(config: RunConfig):
+def _training_arguments(config: RunConfig, progress_bars: bool = True):
     from ..training_args import LayerwiseTrainingArguments
 
     settings = dict(config.training)
+    settings.setdefault("disable_tqdm", not progress_bars)
     # Pinned memory only helps a copy to an accelerator; without one, torch warns at every data loader.
     settings.setdefault("dataloader_pin_memory", _has_accelerator())
     try:
@@ -79,7 +80,12 @@ def _tokenizer(config: RunConfig, data: LoadedData, workdir: Path):
     name = config.tokenizer.name_or_path or config.model.name_or_path
     if name is None:
         raise ConfigError("tokenizer: a model built from a config needs 'tokenizer.name_or_path' or 'tokenizer.train'")
-    return AutoTokenizer.from_pretrained(name)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as error:  # not found, not in the cache offline: one line, not a traceback
+        where = "tokenizer.name_or_path" if config.tokenizer.name_or_path else "model.name_or_path"
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ConfigError(f"{where}: cannot load the tokenizer of {name}: {reason[:300]}") from None
 
 
 def _model(config: RunConfig, label_names: tuple[str, ...], tokenizer):
@@ -176,11 +182,13 @@ def _majority_baseline(train, test) -> float:
     return sum(label == majority for label in test["label"]) / max(len(test), 1)
 
 
-def run_training(config: RunConfig) -> RunResult:
+def run_training(config: RunConfig, progress_bars: bool = True) -> RunResult:
     """Run the fine-tune a configuration describes and write its outputs.
 
     Args:
         config: The checked run configuration.
+        progress_bars: Whether the Trainer shows progress bars (unless `training.disable_tqdm` says); the
+            command line turns them off when stderr is not a terminal, where they are escape codes in a file.
 
     Returns:
         The `RunResult`.
@@ -194,7 +202,7 @@ def run_training(config: RunConfig) -> RunResult:
 
     from ..trainer import LayerwiseTrainer
 
-    args = _training_arguments(config)
+    args = _training_arguments(config, progress_bars)
     check_before_data(config, args)
     spec = config.param_groups  # parsed once, when the config was read
     data = load_data(config.data)

@@ -22,6 +22,7 @@ from ..core.grouping import GroupPlan
 from ..core.spec import LayerwiseSpec, SpecSource, parse_spec, read_spec_file
 from ..core.yaml_json import JSON_SUFFIXES, YAML_SUFFIXES
 from ..errors import SpecError
+from .hub_access import offline_reason
 from .lora import with_lora
 from .run_config import ConfigError, RunConfig, check_layer_counts, model_config_from, parse_run_config
 from .tasks import TASKS
@@ -224,7 +225,8 @@ def read_model_config(name_or_path: str, where: str = "--model") -> Any:
 
     Raises:
         ConfigError: A path that does not exist ("no such directory"), a directory without a
-            `config.json`, or any failure to read the config, in one line.
+            `config.json`, or any failure to read the config (a hub id the cache does not have, when the
+            command line found the hub unreachable: see `hub_access`), in one line.
     """
     import transformers
 
@@ -233,6 +235,8 @@ def read_model_config(name_or_path: str, where: str = "--model") -> Any:
         config = transformers.AutoConfig.from_pretrained(name_or_path)
     except Exception as error:  # hub, network, JSON and model-type failures alike: one line, not a traceback
         reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        if offline_reason() is not None:
+            reason = f"it is not in the local cache, and the hub cannot be reached ({offline_reason()})"
         raise ConfigError(f"{where}: cannot read the model config of {name_or_path}: {reason[:300]}") from None
     check_layer_counts(config, f"{where}: {name_or_path}/config.json: ")
     return config

@@ -10,6 +10,9 @@ tokenizer and the training: a failure found later costs the run, and at save tim
   weights fit in the memory available; LoRA settings fit it (peft refuses `r: 0` only when it wraps a model).
 - `tokenizer.max_length` fits the model's positions.
 - The reporting integrations `training.report_to` names are installed.
+
+The command line also makes sure, before this, that the hub can be reached when the run reads from it (or
+switches the process to the cache, see `hub_access`); a library call leaves the process's settings alone.
 """
 
 from __future__ import annotations
@@ -90,6 +93,12 @@ def check_reporting_integrations(report_to: Any) -> None:
             installed = ", ".join(available) or "none"
             raise ConfigError(f"training.report_to: {name!r} is not installed (pip install {package}); expected "
                               f"one of the installed integrations ({installed}) or 'none'")  # fmt: skip
+
+
+def hub_ids(config: RunConfig) -> list[str]:
+    """The names the run reads from the hub (or its cache): everything that is not a local directory."""
+    names = [config.model.name_or_path, config.tokenizer.name_or_path, (config.data.hub or {}).get("path")]
+    return [name for name in names if isinstance(name, str) and not Path(name).expanduser().is_dir()]
 
 
 def _meta_model_of(config: RunConfig) -> Any:

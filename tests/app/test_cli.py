@@ -578,3 +578,44 @@ def test_a_fifo_is_refused_wherever_a_file_is_read(where, tmp_path, bert_dir, de
     status, out, err = run(argv, capsys)
     assert (status, out) == (2, "")
     assert err.count("\n") == 1 and f"{fifo}: is a FIFO (named pipe), expected a regular file" in err, err
+
+
+# ---- A hub id when the hub cannot be reached: the cache, in seconds (issue 19, C12) ---------------------
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """A hub endpoint that refuses connections (as a machine offline does), an empty cache, offline mode unset."""
+    import huggingface_hub.constants
+
+    from layerwise_trainer.app import hub_access
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(variable, "0")  # restored after the test, whatever the switch sets
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(hub_access, "_unreachable_because", None)
+    return tmp_path / "hub-cache"
+
+
+def test_a_hub_id_when_the_hub_cannot_be_reached_is_one_line_in_seconds(unreachable_hub, capsys):
+    started = time.monotonic()
+    status, out, err = run(["plan", "--model", "org/not-cached", "--spec", "[]"], capsys)
+    assert time.monotonic() - started < 5  # 30 to 54 s of retries before, with a warning line for each
+    assert (status, out) == (2, "")
+    assert err == (
+        "layerwise-trainer plan: error: --model: cannot read the model config of org/not-cached: it is not in the "
+        "local cache, and the hub cannot be reached (127.0.0.1:9: Connection refused)\n"
+    )
+
+
+def test_a_cached_hub_id_still_plans_when_the_hub_cannot_be_reached(unreachable_hub, capsys):
+    snapshot = unreachable_hub / "models--org--tiny-bert" / "snapshots" / "0123456789abcdef"
+    save_config("bert", snapshot)
+    (unreachable_hub / "models--org--tiny-bert" / "refs").mkdir()
+    (unreachable_hub / "models--org--tiny-bert" / "refs" / "main").write_text("0123456789abcdef")
+    spec = '[{"name": "head", "match": "classifier.*"}]'
+    status, out, err = run(["plan", "--model", "org/tiny-bert", "--spec", spec], capsys)
+    assert (status, err) == (0, "")
+    assert out.splitlines()[2].split()[:2] == ["head", "2"]
