@@ -328,6 +328,7 @@ def parse_run_config(raw: Any, base_dir: str | os.PathLike[str] = ".", source: s
     training = values.get("training") or {}
     if not isinstance(training, Mapping):
         raise ConfigError(f"training: expected a mapping of TrainingArguments fields, got {type(training).__name__}")
+    training = _with_checkpoint_resolved(training, base)
     check_training(training)
     metrics = values.get("metrics", ["accuracy", "f1_weighted"])
     if not isinstance(metrics, list) or not metrics:
@@ -356,6 +357,14 @@ def parse_run_config(raw: Any, base_dir: str | os.PathLike[str] = ".", source: s
         peft=dict(peft) if peft is not None else None,
         source=source,
     )
+
+
+def _with_checkpoint_resolved(training: Mapping[str, Any], base_dir: Path) -> Mapping[str, Any]:
+    """``resume_from_checkpoint`` relative to the config file, as every other path the config names."""
+    checkpoint = training.get("resume_from_checkpoint")
+    if not isinstance(checkpoint, str) or not checkpoint:
+        return training  # unset, or `true`: the Trainer takes the latest checkpoint in output_dir
+    return {**training, "resume_from_checkpoint": str(_resolve(checkpoint, base_dir))}
 
 
 def check_training(training: Mapping[str, Any]) -> None:

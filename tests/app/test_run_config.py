@@ -132,6 +132,17 @@ def test_errors_name_the_key(raw, message):
     assert str(caught.value).startswith(message), str(caught.value)
 
 
+def test_a_checkpoint_to_resume_from_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "configs" / "out" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    config_file = tmp_path / "configs" / "run.yaml"
+    config_file.write_text(yaml.safe_dump({**MINIMAL, "training": {"resume_from_checkpoint": "out/checkpoint-2"}}))
+    monkeypatch.chdir(tmp_path)  # not the config's directory: the checkpoint was looked for here before
+    assert load_run_config(config_file).training["resume_from_checkpoint"] == str(checkpoint)
+
+
 def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     (tmp_path / "spec.yaml").write_text("- {name: head, match: 'classifier.*'}\n")
     (tmp_path / "train.jsonl").write_text("")
