@@ -8,7 +8,6 @@ not check the spec again.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
 import os
@@ -33,7 +32,14 @@ from .group_schedule import (
 )
 from .muon import MUON, MUON_OPTIONS, OPTIMIZER_KINDS, MuonSettings, parse_adamw_rate, parse_muon_option
 from .name_patterns import compile_pattern, is_exact_name
-from .yaml_json import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
+from .yaml_json import (
+    JSON_SUFFIXES,
+    YAML_SUFFIXES,
+    DocumentError,
+    DocumentTooLargeError,
+    load_document,
+    parse_json,
+)
 
 GROUP_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 DEFAULT_GROUP_NAME = "default"
@@ -701,6 +707,29 @@ def parse_spec(source: SpecSource) -> LayerwiseSpec:
     return _spec_from_data(source)
 
 
+def read_spec_file(path: str | os.PathLike[str]) -> Any:
+    """The data a ``.yaml``/``.yml``/``.json`` spec file holds, read once, for a caller that decides what it is.
+
+    `layerwise-trainer plan --spec` takes a spec or a run config: it reads the file with this function, then
+    parses the spec (`parse_spec` on the data) or the run config, so the file is read and the spec parsed
+    once.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The plain data (a list or a mapping, usually).
+
+    Raises:
+        SpecError: The file is missing, unreadable, over `MAX_SPEC_BYTES`, or not valid YAML/JSON; the
+            message starts with the path.
+    """
+    try:
+        return _read_spec_text_or_file(path)
+    except SpecError as error:
+        raise error.within(source=os.fspath(path)) from None
+
+
 def _is_json_text(source: str | os.PathLike[str]) -> bool:
     return isinstance(source, str) and source.lstrip()[:1] in ("[", "{")
 
@@ -723,15 +752,18 @@ def _spec_from_data(source: Any) -> LayerwiseSpec:
 def _read_spec_text_or_file(source: str | os.PathLike[str]) -> Any:
     try:
         if _is_json_text(source):
-            _check_spec_size(len(source.encode("utf-8")))
+            size = len(source.encode("utf-8"))
+            if size > MAX_SPEC_BYTES:
+                raise SpecError(_too_large(size))
             return parse_json(source, "param_groups JSON string")
-        with contextlib.suppress(OSError):  # a missing or unreadable file: load_document says which
-            _check_spec_size(os.stat(source).st_size)
-        return load_document(source)
+        return load_document(source, MAX_SPEC_BYTES)  # a regular file; at most MAX_SPEC_BYTES + 1 bytes are read
+    except DocumentTooLargeError as error:
+        raise SpecError(_too_large(error.size)) from None
     except DocumentError as error:
         raise SpecError(error.detail) from None
 
 
-def _check_spec_size(size: int) -> None:
-    if size > MAX_SPEC_BYTES:
-        raise SpecError(f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} allowed (MAX_SPEC_BYTES)")
+def _too_large(size: int | None) -> str:
+    if size is None:  # a file whose stat size is 0 (/proc) that holds more
+        return f"the spec holds more than the {MAX_SPEC_BYTES:,} bytes allowed (MAX_SPEC_BYTES)"
+    return f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} allowed (MAX_SPEC_BYTES)"
