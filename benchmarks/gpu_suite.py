@@ -50,20 +50,21 @@ class Part:
 
 
 def _parts() -> tuple[Part, ...]:
-    from . import gpu_fsdp, gpu_llm, gpu_seed_shape
+    from . import gpu_fsdp, gpu_llm, gpu_muon, gpu_seed_shape
 
     return (
-        Part("a_llm_llrd", "a", 90, 40, gpu_llm.llm_throughput),  # the batch probe (about 5 s) included
-        Part("b_frozen_lower_half", "b", 70, 30, gpu_llm.frozen_lower_half),
+        Part("a_llm_llrd", "a", 85, 40, gpu_llm.llm_throughput),  # the batch probe (about 5 s) included
+        Part("b_frozen_lower_half", "b", 65, 30, gpu_llm.frozen_lower_half),
         Part("c_staged_start", "c", 45, 25, gpu_llm.staged_start),
         Part("c_diagnostics", "c", 45, 20, gpu_llm.diagnostics_cost),
-        Part("c_lora_plus", "c", 40, 15, gpu_llm.lora_plus),
-        Part("d_seed_shape", "d", 30, 10, gpu_seed_shape.seed_shape),
-        Part("e_fsdp2", "e", 80, 40, gpu_fsdp.fsdp2),
+        Part("c_lora_plus", "c", 35, 15, gpu_llm.lora_plus),
+        Part("d_seed_shape", "d", 25, 10, gpu_seed_shape.seed_shape),
+        Part("e_fsdp2", "e", 75, 40, gpu_fsdp.fsdp2),
+        Part("f_muon", "f", 35, 15, gpu_muon.muon_step),
     )
 
 
-PART_LETTERS = ("a", "b", "c", "d", "e")
+PART_LETTERS = ("a", "b", "c", "d", "e", "f")
 
 
 @dataclass
