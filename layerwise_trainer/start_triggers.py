@@ -87,7 +87,7 @@ class StartTriggerCallback(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         scheduler = _chained(kwargs.get("lr_scheduler"))
         if self._training and scheduler is not None:
-            self._log_new_starts(scheduler, state)
+            self._log_new_starts(scheduler, state, control)
 
     def on_evaluate(
         self,
@@ -109,7 +109,7 @@ class StartTriggerCallback(TrainerCallback):
         seen = dict(self._metrics)
         records = decided_on_rank_0(lambda: scheduler.records_after_evaluation(seen, step))
         scheduler.load_trigger_records(records)
-        self._log_new_starts(scheduler, state)
+        self._log_new_starts(scheduler, state, control)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -132,14 +132,19 @@ class StartTriggerCallback(TrainerCallback):
             step, self._evaluated_step = self._evaluated_step, None
             scheduler.check_metrics_found(step, list(self._metrics))
 
-    def _log_new_starts(self, scheduler: GroupScheduler, state: TrainerState) -> None:
+    def _log_new_starts(self, scheduler: GroupScheduler, state: TrainerState, control: TrainerControl) -> None:
+        """Log each chained group that started since the last call, once (before a checkpoint of the step)."""
         for name, start, reason in scheduler.started_groups():
             if name in self._logged:
                 continue
             self._logged.add(name)
             event = {GROUP_STARTED_KEY: name, START_REASON_KEY: reason}
             logger.info("%s starts at step %d (%s)", name, start, reason)
-            if self.log is not None:
-                self.log(event)
-            else:
+            if self.log is None:
                 state.log_history.append({**event, "step": state.global_step})
+                continue
+            # The callback handler's on_log clears should_log, which the Trainer reads after on_step_end to log
+            # the step's loss: without this, the loss of a step that starts a group would not be logged.
+            should_log = control.should_log
+            self.log(event)
+            control.should_log = should_log
