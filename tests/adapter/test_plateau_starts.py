@@ -19,8 +19,9 @@ from transformers import TrainerCallback, TrainingArguments
 from transformers.training_args import ParallelMode
 
 from layerwise_trainer import LayerwiseTrainer, SpecError, resolve_groups
-from layerwise_trainer.core.group_schedule import PlateauTrigger
-from layerwise_trainer.schedulers import check_group_schedules_supported, greater_is_better
+from layerwise_trainer.core.group_schedule import PlateauRule, PlateauTrigger
+from layerwise_trainer.core.group_scheduler import ChainLink, GroupScheduler, StartChain, never_started
+from layerwise_trainer.schedulers import check_group_schedules_supported, continue_schedule, greater_is_better
 from layerwise_trainer.start_triggers import StartTriggerCallback
 
 HEAD = {"name": "head", "match": "classifier.*", "lr": 1e-3}
@@ -330,3 +331,35 @@ def test_the_callback_is_installed_once_and_only_for_triggers(tmp_path):
     staged = trainer_for(tmp_path, [HEAD, body(start=2)], steps=4)
     staged.train()
     assert not any(isinstance(cb, StartTriggerCallback) for cb in staged.callback_handler.callbacks)
+
+
+def chained_scheduler(name, links):
+    """A scheduler whose spec group ``name`` has ``links`` layers, each starting on a plateau of eval_loss."""
+    parameters = [torch.nn.Parameter(torch.zeros(1)) for _ in range(links)]
+    optimizer = torch.optim.SGD([{"params": [parameter], "lr": 1e-3} for parameter in parameters])
+    rule = PlateauRule("eval_loss", greater_is_better=False, patience=1)
+    chain = StartChain(name, tuple(ChainLink((index,), (f"{name}/layer_{index}",), constant_from, rule=rule)
+                                   for index in range(links)))  # fmt: skip
+    return GroupScheduler(
+        optimizer, [never_started] * links, [None] * links, base_factor=constant_from(0), chains=[chain]
+    )
+
+
+def constant_from(start):
+    return lambda step: float(step >= start)
+
+
+def test_a_resume_with_changed_groups_keeps_the_starts_decided_for_a_spec_group_of_that_name():
+    saved = chained_scheduler("body", links=2)
+    for step, value in ((1, 1.0), (2, 1.5)):  # a plateau at step 2 starts the top layer
+        saved.optimizer.step()
+        saved.step()
+        saved.load_trigger_records(saved.records_after_evaluation({"eval_loss": value}, step))
+    state = saved.state_dict()
+    assert saved.group_starts == [2, None]
+    same = chained_scheduler("body", links=2)
+    continue_schedule(same, state)
+    assert (same.last_epoch, same.group_starts, same.trigger_records) == (2, [2, None], saved.trigger_records)
+    for other in (chained_scheduler("encoder", links=2), chained_scheduler("body", links=3)):
+        continue_schedule(other, state)  # another group, or other layers: its triggers watch from here
+        assert other.last_epoch == 2 and set(other.group_starts) == {None}
