@@ -34,9 +34,9 @@ scheduler, so that every group gets its new rate at the saved step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -67,6 +67,7 @@ from .core.grouping import GroupPlan, PlannedGroup
 from .errors import SpecError
 
 METRIC_DRIVEN = ("reduce_lr_on_plateau", "greedy")
+DecidedT = TypeVar("DecidedT")
 _BOUND_KEYS = ("min_lr", "max_lr")
 # The plateau schedulers' attributes built from the plan when the scheduler is built, never carried over.
 _PLATEAU_BUILT_FROM_PLAN = ("group_rates", "base_learning_rate", "_last_lr")
@@ -544,6 +545,16 @@ def _last_start(timing: GroupTiming, length: TrainingLength, trainer_warmup: int
     return length.total_steps - max(1, warmup)
 
 
+def _in_steps(group: PlannedGroup, key: str, compute: Callable[[], DecidedT]) -> DecidedT:
+    """``compute()``, with a start in epochs on a training set without a length refused naming the key."""
+    try:
+        return compute()
+    except ValueError:
+        raise _located(
+            "epochs need a training set with a length (this one has none); give steps or a fraction", group, key
+        ) from None
+
+
 def _with_start_rule(
     link: ChainLink,
     group: PlannedGroup,
@@ -556,30 +567,23 @@ def _with_start_rule(
     """``link`` with its offset or its trigger's rule, checked against the run.
 
     Raises:
-        SpecError: Epochs without an epoch length; a first start past the end of training; a trigger whose
-            ``earliest`` comes after its ``latest``, or whose ``latest`` leaves the first link no time for its
-            warm-up.
+        SpecError: Epochs without an epoch length; a first start past the end of training, or without room for
+            its warm-up; a trigger whose ``earliest`` comes after its ``latest``, or whose ``latest`` leaves the
+            first link no room for its warm-up.
     """
-    try:
-        if not isinstance(point, PlateauTrigger):
-            offset = 0 if point is None else length.steps(point)
-            if rank == 0 and offset >= length.total_steps:
-                raise _located(
-                    f"{group.name} would start at step {offset}, but training has only {length.total_steps} "
-                    "optimizer steps; start it earlier or train longer",
-                    group,
-                    key,
-                )
-            if rank == 0:
-                link.factor_for(offset)  # refuses a warm-up longer than the group's training from there
-            return replace(link, offset=offset)
-        rule = plateau_rule(point, args, length)
-    except ValueError as error:
-        if isinstance(error, SpecError):
-            raise
-        raise _located(
-            "epochs need a training set with a length (this one has none); give steps or a fraction", group, key
-        ) from None
+    if not isinstance(point, PlateauTrigger):
+        offset = 0 if point is None else _in_steps(group, key, lambda: length.steps(point))
+        if rank == 0 and offset >= length.total_steps:
+            raise _located(
+                f"{group.name} would start at step {offset}, but training has only {length.total_steps} "
+                "optimizer steps; start it earlier or train longer",
+                group,
+                key,
+            )
+        if rank == 0:
+            link.factor_for(offset)  # refuses a warm-up longer than the group's training from there
+        return replace(link, offset=offset)
+    rule = _in_steps(group, key, lambda: plateau_rule(point, args, length))
     if rule.latest is not None and rule.earliest > rule.latest:
         raise SpecError(
             f"the latest start ({rule.latest} steps) comes before the earliest ({rule.earliest} steps)",

@@ -139,13 +139,14 @@ def _link_starts(chain: StartChain, records: Sequence[Mapping[str, Any]]) -> lis
     starts: list[int | None] = []
     previous: int | None = 0
     for link, record in zip(chain.links, records, strict=True):
-        start: int | None = None
-        if previous is not None and record["start"] is not None:
+        if previous is None:
+            start = None
+        elif record["start"] is not None:
             start = record["start"]
-        elif previous is not None and link.rule is None:
+        elif link.rule is None:
             start = previous + link.offset
-        elif previous is not None and link.rule is not None and link.rule.latest is not None:
-            start = previous + link.rule.latest
+        else:
+            start = None if link.rule.latest is None else previous + link.rule.latest
         starts.append(previous := link.fits(start))
     return starts
 
@@ -241,14 +242,15 @@ class GroupScheduler(LambdaLR):
         """Whether some trigger counts an evaluation at ``step`` (the same answer on every rank)."""
         return bool(self._watching_links(step))
 
-    def _watching_links(self, step: int) -> list[tuple[StartChain, ChainLink]]:
+    def _watching_links(self, step: int) -> list[tuple[StartChain, int]]:
+        """The chains and link indices whose triggers count an evaluation at ``step``."""
         found = []
         for chain in self.chains:
             records = self.trigger_records[chain.name]
             starts = _link_starts(chain, records)
             for index, (link, record) in enumerate(zip(chain.links, records, strict=True)):
                 if _watching(link, record, 0 if index == 0 else starts[index - 1], step):
-                    found.append((chain, link))
+                    found.append((chain, index))
         return found
 
     def records_after_evaluation(self, metrics: Mapping[str, float], step: int) -> dict[str, list[dict[str, Any]]]:
@@ -297,8 +299,8 @@ class GroupScheduler(LambdaLR):
         Raises:
             SpecError: Naming the trigger's ``metric`` key and group, the metric and what the evaluation logged.
         """
-        for chain, link in self._watching_links(step):
-            record = self.trigger_records[chain.name][chain.links.index(link)]
+        for chain, index in self._watching_links(step):
+            link, record = chain.links[index], self.trigger_records[chain.name][index]
             if link.rule is not None and record["evaluated_at"] != step:
                 raise SpecError(
                     f"the evaluation at step {step} logged no {link.rule.metric!r}; it logged "
