@@ -38,7 +38,7 @@ def body(**keys):
     return {"name": "body", "match": "bert.*", "lr": 1e-4, **keys}
 
 
-def trainer_for(output_dir, spec, script=SCRIPT, steps=14, callbacks=(), **overrides):
+def trainer_for(output_dir, spec, script=SCRIPT, steps=14, callbacks=(), eval_dataset=None, **overrides):
     metric = ScriptedMetric(script)
     settings = dict(max_steps=steps, learning_rate=1e-3, lr_scheduler_type="constant", eval_strategy="steps",
                     eval_steps=2, **overrides)  # fmt: skip
@@ -46,7 +46,7 @@ def trainer_for(output_dir, spec, script=SCRIPT, steps=14, callbacks=(), **overr
         model=tiny_bert(),
         args=training_args(output_dir, **settings),
         train_dataset=RandomClassificationData(32),
-        eval_dataset=RandomClassificationData(8),
+        eval_dataset=RandomClassificationData(8) if eval_dataset is None else eval_dataset,
         compute_metrics=metric,
         param_groups=spec,
         callbacks=list(callbacks),
@@ -123,6 +123,19 @@ def test_latest_starts_the_body_without_a_plateau(tmp_path):
     trainer.train()
     assert logged(trainer, "learning_rate/body") == warmed_up_from(5)
     assert events(trainer) == [("body", 5, "latest: no plateau of eval_scripted_loss by step 5")]
+
+
+def test_with_several_eval_sets_the_trigger_reads_its_metric_from_the_one_that_logs_it(tmp_path):
+    # The Trainer evaluates a dict of eval sets one at a time, each metric prefixed with its set's name.
+    eval_sets = {"first": RandomClassificationData(8), "second": RandomClassificationData(4)}
+    spec = [HEAD, body(start=plateau(metric="eval_second_scripted_loss", min_delta=0.05), warmup=2)]
+    trainer = trainer_for(tmp_path, spec, steps=8, eval_dataset=eval_sets)
+    trainer.train()
+    assert logged(trainer, "learning_rate/body") == warmed_up_from(6, steps=8)
+    assert events(trainer) == [
+        ("body", 6, "plateau: eval_second_scripted_loss did not improve on its best (0.9) by more than 0.05 "
+                    "for 1 evaluation"),
+    ]  # fmt: skip
 
 
 # Gradual unfreezing: layer 3 (the pooler) starts on the first plateau, each layer below on the next one
