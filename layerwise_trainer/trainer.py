@@ -35,6 +35,7 @@ from .checkpoints import (
 )
 from .core.gc_pause import gc_paused
 from .core.group_schedule import TrainingLength
+from .core.group_scheduler import GroupScheduler
 from .core.grouping import GroupPlan
 from .core.optimizer_state_transfer import StateTransfer
 from .core.parameter_names import whole_numel
@@ -43,6 +44,7 @@ from .core.weight_decay import matches_stock_rule
 from .errors import SpecError, some_names
 from .optimizer_choice import PlanInputs, check_optimizers_supported, plan_inputs_for_arguments
 from .schedulers import check_group_schedules_supported, scheduler_for_plan, staged_parameters
+from .start_triggers import StartTriggerCallback
 
 logger = logging.getLogger(__name__)
 
@@ -316,8 +318,9 @@ class LayerwiseTrainerMixin:
 
         With per-group schedules, a `GroupScheduler`: every group's rate is a function of the optimizer step,
         and the parameters of a group that has not started get ``requires_grad=False`` here, after the model
-        was wrapped, so DDP's reducer holds them from the start. With ``reduce_lr_on_plateau`` or ``greedy``,
-        the decisions are taken on the base rate and every group follows at its ratio.
+        was wrapped, so DDP's reducer holds them from the start. When a group starts on a plateau, a
+        `StartTriggerCallback` is installed to decide it at the evaluations. With ``reduce_lr_on_plateau`` or
+        ``greedy``, the decisions are taken on the base rate and every group follows at its ratio.
         """
         trainer: Trainer = self  # type: ignore[assignment]
         target = optimizer if optimizer is not None else trainer.optimizer
@@ -333,6 +336,8 @@ class LayerwiseTrainerMixin:
             return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
         trainer.lr_scheduler = scheduler  # type: ignore[assignment]
         trainer._created_lr_scheduler = True  # a later train() builds it again, as the stock one
+        if isinstance(scheduler, GroupScheduler) and scheduler.chains:
+            StartTriggerCallback.attach(trainer)  # decides the starts on a plateau at each evaluation
         return trainer.lr_scheduler
 
     # The overrides of private Trainer methods: the only ones, all here (PRIVATE_TRAINER_OVERRIDES), each

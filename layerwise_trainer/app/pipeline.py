@@ -256,7 +256,8 @@ def _group_starts(trainer: Any) -> dict[str, int] | None:
     if starts is None or trainer.optimizer is None:
         return None
     names = [group.get("name", f"group_{index}") for index, group in enumerate(trainer.optimizer.param_groups)]
-    return {name: start for name, start in zip(names, starts, strict=True) if start > 0}
+    # None: a group whose start an evaluation was to decide, which never came.
+    return {name: start for name, start in zip(names, starts, strict=True) if start is not None and start > 0}
 
 
 def _write_outputs(output_dir: Path, config: RunConfig, trainer, metrics: dict[str, Any]) -> dict[str, Path]:

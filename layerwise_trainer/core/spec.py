@@ -22,12 +22,14 @@ import regex
 from ..errors import SpecError, describe_value, did_you_mean, whole_number_problem
 from .group_schedule import (
     SCHEDULE_KEYS,
-    START_UNITS,
+    START_TYPES,
     WARMUP_UNITS,
+    PlateauTrigger,
     ScheduleAmount,
     parse_amount,
     parse_min_lr_ratio,
     parse_shape,
+    parse_start,
     parse_unfreeze_every,
 )
 from .muon import MUON, MUON_OPTIONS, OPTIMIZER_KINDS, MuonSettings, parse_adamw_rate, parse_muon_option
@@ -223,15 +225,17 @@ class GroupSpec:
             tower and a language model): ``"separate"``, each stack from its own top; ``"joined"``, one
             sequence through the stacks. When not given, the spec's top-level value; without that, a group
             whose blocks sit in one stack decays within it and a group over several stacks is joined.
-        start: When the group starts (``100`` optimizer steps, ``{epochs: 1}``, ``{fraction: 0.25}``);
-            before it the group's rate is 0 and its parameters get no gradients.
+        start: When the group starts (``100`` optimizer steps, ``{epochs: 1}``, ``{fraction: 0.25}``, or
+            ``{plateau: {metric: eval_loss, patience: 2, ...}}``, decided at an evaluation); before it the
+            group's rate is 0 and its parameters get no gradients.
         warmup: The group's own linear warm-up from its start (``50`` steps or ``{ratio: 0.1}`` of the
             group's own steps); the Trainer's warm-up steps when not given.
         schedule: The group's schedule shape (``constant``, ``linear``, ``cosine``); the Trainer's
             ``lr_scheduler_type``, counted from the group's start, when not given.
         min_lr_ratio: The floor of ``schedule: cosine``, as a ratio of the group's rate.
-        gradual_unfreeze: ``{every: K}`` (steps, or ``{epochs: K}``, ``{fraction: F}``): the group's layer
-            sub-groups start one after another from the top layer down, K apart; ``false`` turns the
+        gradual_unfreeze: ``{every: K}`` (steps, or ``{epochs: K}``, ``{fraction: F}``, or ``{plateau: {...}}``
+            for the next plateau): the group's layer sub-groups start one after another from the top layer
+            down, K apart; ``false`` turns the
             spec's top-level setting off for this group. Needs layer decay.
         optimizer: Which optimizer steps the group: ``"muon"`` (Muon for the 2-D weight matrices of its
             transformer blocks, AdamW for the rest, see `layerwise_trainer.core.muon`), ``"adamw"`` or
@@ -257,11 +261,11 @@ class GroupSpec:
     layer_decay: float | None = None
     num_layers: int | None = None
     layer_stacks: str | None = None
-    start: ScheduleAmount | int | Mapping[str, float] | None = None
+    start: ScheduleAmount | PlateauTrigger | int | Mapping[str, Any] | None = None
     warmup: ScheduleAmount | int | Mapping[str, float] | None = None
     schedule: str | None = None
     min_lr_ratio: float | None = None
-    gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | bool | None = None
+    gradual_unfreeze: ScheduleAmount | PlateauTrigger | Mapping[str, Any] | bool | None = None
     optimizer: str | None = None
     adamw_lr: float | None = None
     adamw_lr_scale: float | None = None
@@ -336,7 +340,7 @@ class GroupSpec:
     def _normalise_schedule_keys(self) -> None:
         set_field = object.__setattr__
         if self.start is not None:
-            set_field(self, "start", parse_amount(self.start, "start", START_UNITS))
+            set_field(self, "start", parse_start(self.start))
         if self.warmup is not None:
             set_field(self, "warmup", parse_amount(self.warmup, "warmup", WARMUP_UNITS))
         if self.schedule is not None:
@@ -345,7 +349,7 @@ class GroupSpec:
             set_field(self, "min_lr_ratio", parse_min_lr_ratio(self.min_lr_ratio, self.schedule))
         if self.gradual_unfreeze is not None and self.gradual_unfreeze is not False:
             every = self.gradual_unfreeze
-            if isinstance(every, ScheduleAmount):
+            if isinstance(every, START_TYPES):
                 every = {"every": every}
             set_field(self, "gradual_unfreeze", parse_unfreeze_every(every))
         used = self.schedule_keys
@@ -358,7 +362,7 @@ class GroupSpec:
         """The per-group schedule keys this group sets (``start``, ``warmup``, ``schedule``, ``min_lr_ratio``,
         ``gradual_unfreeze``)."""
         keys = tuple(key for key in SCHEDULE_KEYS if getattr(self, key) is not None)
-        return keys + (("gradual_unfreeze",) if isinstance(self.gradual_unfreeze, ScheduleAmount) else ())
+        return keys + (("gradual_unfreeze",) if isinstance(self.gradual_unfreeze, START_TYPES) else ())
 
     def __getstate__(self) -> dict[str, Any]:
         # A mappingproxy neither pickles nor deep-copies; the options travel as a plain dict.
@@ -402,7 +406,7 @@ class GroupSpec:
             if key == "gradual_unfreeze":
                 result[key] = {"every": value.to_spec()}
             else:
-                result[key] = value.to_spec() if isinstance(value, ScheduleAmount) else value
+                result[key] = value.to_spec() if isinstance(value, START_TYPES) else value
         if self.gradual_unfreeze is False:
             result["gradual_unfreeze"] = False
         for key, value in self.options.items():
@@ -444,7 +448,7 @@ class LayerwiseSpec:
     layer_decay: float | None = None
     layer_stacks: str | None = None
     unmatched: Literal["default", "error"] = "default"
-    gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | None = None
+    gradual_unfreeze: ScheduleAmount | PlateauTrigger | Mapping[str, Any] | None = None
     no_weight_decay: str | Sequence[str] = ()
     muon: MuonSettings | Mapping[str, Any] | bool | None = None
 
@@ -547,12 +551,12 @@ class LayerwiseSpec:
 
     def _normalise_gradual_unfreeze(self) -> None:
         every = self.gradual_unfreeze
-        if isinstance(every, ScheduleAmount):
+        if isinstance(every, START_TYPES):
             every = {"every": every}
         if every is not None:
             object.__setattr__(self, "gradual_unfreeze", parse_unfreeze_every(every))
         for index, group in enumerate(self.groups):
-            if isinstance(group.gradual_unfreeze, ScheduleAmount) and self.layer_decay_of(group) is None:
+            if isinstance(group.gradual_unfreeze, START_TYPES) and self.layer_decay_of(group) is None:
                 raise SpecError(
                     "gradual unfreezing starts a group's layer sub-groups one by one, and this group has no "
                     "layer decay; set layer_decay (1 keeps one rate for every layer) or remove gradual_unfreeze",
@@ -573,13 +577,13 @@ class LayerwiseSpec:
             return self.layer_decay
         return group.layer_decay
 
-    def unfreeze_every_of(self, group: GroupSpec | None) -> ScheduleAmount | None:
+    def unfreeze_every_of(self, group: GroupSpec | None) -> ScheduleAmount | PlateauTrigger | None:
         """The gradual-unfreezing interval of a group (None: the ``default`` group), or None when it has none."""
         if group is not None and group.gradual_unfreeze is not None:
-            return group.gradual_unfreeze if isinstance(group.gradual_unfreeze, ScheduleAmount) else None
+            return group.gradual_unfreeze if isinstance(group.gradual_unfreeze, START_TYPES) else None
         if group is not None and group.is_frozen:
             return None
-        if self.layer_decay_of(group) is None or not isinstance(self.gradual_unfreeze, ScheduleAmount):
+        if self.layer_decay_of(group) is None or not isinstance(self.gradual_unfreeze, START_TYPES):
             return None
         return self.gradual_unfreeze
 
@@ -597,7 +601,7 @@ class LayerwiseSpec:
             result["layer_stacks"] = self.layer_stacks
         if self.unmatched != "default":
             result["unmatched"] = self.unmatched
-        if isinstance(self.gradual_unfreeze, ScheduleAmount):
+        if isinstance(self.gradual_unfreeze, START_TYPES):
             result["gradual_unfreeze"] = {"every": self.gradual_unfreeze.to_spec()}
         if self.no_weight_decay:
             result["no_weight_decay"] = list(self.no_weight_decay)
