@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import Trainer
@@ -47,6 +51,31 @@ from .schedulers import check_group_schedules_supported, scheduler_for_plan, sta
 from .start_triggers import StartTriggerCallback
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _training_rng_untouched(device: torch.device, n_gpu: int) -> Iterator[None]:
+    """Give Python's, NumPy's, torch's CPU and the training device's generators back as they were on entry.
+
+    Only the device the Trainer runs on is forked (every GPU under DataParallel): under DDP each process
+    forks its own, instead of creating a context on every visible GPU from every rank.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices: list[int] = []
+    device_type = None  # with devices=[] only the CPU generator is forked
+    if device.type not in ("cpu", "meta", "mps"):
+        device_type = device.type
+        if n_gpu > 1:
+            devices = list(range(n_gpu))
+        else:
+            index = device.index
+            devices = [index if index is not None else torch.get_device_module(device.type).current_device()]
+    try:
+        with torch.random.fork_rng(devices=devices, device_type=device_type):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def _stock_decay_rule(model: nn.Module) -> list[str]:
@@ -243,6 +272,22 @@ class LayerwiseTrainerMixin:
             return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
         finally:
             self._resuming_from = None
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """The stock evaluation; with a spec, it leaves the training random number generators as it found them.
+
+        Iterating the evaluation DataLoader draws a seed from torch's global generator (a collator or
+        ``compute_metrics`` may draw more). A checkpoint at the last step of an epoch is saved before that
+        epoch's evaluation (``eval_strategy="epoch"``), so a run resumed from it started the next epoch from
+        another RNG state than the uninterrupted run: other dropout masks (the stock Trainer of transformers 5.25
+        does so). Evaluating under a fork of the generators makes that resume exact, and evaluation no longer
+        changes the trained weights. Without a spec this is the stock Trainer's evaluation, draws included.
+        """
+        trainer: Trainer = self  # type: ignore[assignment]
+        if self.param_groups_spec is None:
+            return super().evaluate(*args, **kwargs)  # type: ignore[misc]
+        with _training_rng_untouched(trainer.args.device, trainer.args.n_gpu):
+            return super().evaluate(*args, **kwargs)  # type: ignore[misc]
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Build the optimizer from the spec's param groups (the stock optimizer when there is no spec).
