@@ -15,6 +15,7 @@ first parameter, as lists) cannot be moved this way and is refused, naming the o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -187,17 +188,25 @@ def _numel(shape: Sequence[int]) -> int:
 
 
 def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    """A hyperparameter as compared and shown: floats to 12 significant digits (a rate computed as 0.002 x
+    0.4 ** 2 is 0.00032, not 0.0003200000000000001), tuples as lists."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.12g}")
+    return value
 
 
 def hyperparameter_changes(saved: Sequence[Mapping[str, Any]], current: Mapping[str, Any]) -> list[str]:
     """The hyperparameters of ``current`` that differ from those of the saved groups it took parameters from.
 
-    Only the keys both sides have are compared (a stock checkpoint's param groups hold every default).
+    Only the keys both sides have are compared (a stock checkpoint's param groups hold every default). Floats
+    are compared and shown to 12 significant digits, so that the rounding of a computed rate is no change.
 
     Example:
         ```python
         assert hyperparameter_changes([{"lr": 1e-3}], {"lr": 2e-3}) == ["lr 0.001 -> 0.002"]
+        assert hyperparameter_changes([{"lr": 0.00032}], {"lr": 0.002 * 0.4**2}) == []
         ```
     """
     changes = []
