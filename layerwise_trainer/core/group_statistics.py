@@ -64,9 +64,9 @@ def steps_each_parameter_alone(optimizer: torch.optim.Optimizer) -> bool:
     An optimizer class declares it with a class attribute ``steps_each_parameter_alone`` (True or False, which a
     subclass inherits). Without one, the optimizers of ``torch.optim`` can, but L-BFGS. Declare True only when the
     step updates each parameter from that parameter, its gradient, its state and its param group's
-    hyperparameters alone, finds the parameters in ``self.param_groups`` and writes nothing to the group dicts:
-    `UpdateMeasurement` steps each slice with ``param_groups`` replaced by copies of the groups that hold only the
-    slice's parameters.
+    hyperparameters alone, finds the parameters in ``self.param_groups`` on every call (not in lists kept from its
+    constructor) and writes nothing to the group dicts: `UpdateMeasurement` steps each slice with ``param_groups``
+    replaced by copies of the groups that hold only the slice's parameters.
 
     Args:
         optimizer: A torch optimizer.
