@@ -360,20 +360,22 @@ class UpdateMeasurement:
         self._armed = False
         with torch.no_grad():
             trained = parameters_with_gradients(optimizer.param_groups)
-            self._norms = SquaredNorms()
-            self._norms.add_groups(WEIGHT_BEFORE, trained)
+            self._norms = norms = SquaredNorms()
+            norms.add_groups(WEIGHT_BEFORE, trained)
             members = [(index, parameter) for index, params in enumerate(trained) for parameter in params]
             if self._raw_step is None:
                 params = [parameter for _, parameter in members]
                 keys = [(UPDATE, index) for index, _ in members]
                 self._snapshot = (params, keys, _CopyBuffer([params]).copy(params))
                 return
-            self._step_in_slices(optimizer, members, {k: v for k, v in kwargs.items() if k != "closure"})
+            self._step_in_slices(optimizer, members, {k: v for k, v in kwargs.items() if k != "closure"}, norms)
         # Every group is stepped: the step the caller asked for runs over no group.
         self._groups = optimizer.param_groups
         optimizer.param_groups = []
 
-    def _step_in_slices(self, optimizer: Any, members: list[tuple[int, Tensor]], kwargs: dict[str, Any]) -> None:
+    def _step_in_slices(
+        self, optimizer: Any, members: list[tuple[int, Tensor]], kwargs: dict[str, Any], norms: SquaredNorms
+    ) -> None:
         groups = optimizer.param_groups
         limit = max([self.max_slice_bytes, *(_nbytes(parameter) for _, parameter in members)])
         slices = _slices(members, limit)
@@ -386,7 +388,7 @@ class UpdateMeasurement:
                 optimizer.param_groups = _subgroups(groups, part)
                 self._raw_step(optimizer, **kwargs)
                 # The copy minus the weights after the step: minus the update, of the same norm.
-                self._norms.add(_differences(copies, params), [(UPDATE, index) for index, _ in part])  # type: ignore[union-attr]
+                norms.add(_differences(copies, params), [(UPDATE, index) for index, _ in part])
         finally:
             optimizer.param_groups = groups
             self._inside = False
