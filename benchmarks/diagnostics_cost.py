@@ -7,7 +7,8 @@ times ten steps that hold exactly one logging step (its log entry included), so 
 diagnostics are also timed alone: the callback's hooks and the optimizer step they run in slices, on the
 same model, optimizer and groups with random gradients, against a plain optimizer step, and the ATen operations
 that logging step dispatches are counted against a plain step's (a GPU launches a kernel or a few for each
-operation that computes, and pays host time for every one: what the diagnostics cost there is mostly this count).
+operation that computes, and pays host time for every one: where a step is short, the count matters as much as
+the bytes moved).
 
 Memory: the peak above a logging step's start (from just before the gradient norms to the end of the step)
 with diagnostics on and off: peak RSS on a CPU (``/proc/self/status``, its peak reset through
@@ -45,7 +46,7 @@ from transformers import (
 )
 
 from layerwise_trainer import LayerwiseTrainer, LayerwiseTrainingArguments, build_param_groups
-from layerwise_trainer.core.group_statistics import MAX_SLICE_BYTES, UpdateMeasurement
+from layerwise_trainer.core.group_statistics import COPY_ALIGNMENT, MAX_SLICE_BYTES, UpdateMeasurement
 
 from .common import BenchmarkResult, Settings, Spread, Target, interleaved
 from .models import TokenData, bert, llrd_spec
@@ -400,8 +401,9 @@ def _measured_case(
     identical = all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True))
     trained = [p for group in measured.param_groups for p in group["params"] if p.grad is not None]
     largest = max(p.numel() * p.element_size() for p in trained)
-    # Stepped whole: every weight, each copy starting on a multiple of 16 bytes (up to 15 more per tensor).
-    bound = max(limit, largest) if measurement.steps_in_slices else _weight_bytes(trained) + 15 * len(trained)
+    # Stepped whole: every weight, each copy starting on a multiple of COPY_ALIGNMENT bytes.
+    padding = (COPY_ALIGNMENT - 1) * len(trained)
+    bound = max(limit, largest) if measurement.steps_in_slices else _weight_bytes(trained) + padding
     extra = None if device != "cuda" or None in (plain_peak, measured_peak) else measured_peak - plain_peak
     return Copies(label, count.peak, bound, _weight_bytes(trained), extra, identical)
 

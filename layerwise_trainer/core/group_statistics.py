@@ -52,7 +52,7 @@ MAX_SLICE_BYTES = 64 * 2**20
 _NOT_SLICEABLE = ("LBFGS",)
 
 # Each copy in the buffer starts on a multiple of 16 bytes, where vectorised kernels load it whole.
-_ALIGNMENT = 16
+COPY_ALIGNMENT = 16
 
 # The metrics `SquaredNorms` keys are made of, each with a param group's index: ``(GRADIENT, 0)``.
 GRADIENT, WEIGHT, UPDATE, WEIGHT_BEFORE = "gradient", "weight", "update", "weight_before"
@@ -175,8 +175,8 @@ def grouped_norms(groups: Sequence[Sequence[Tensor]]) -> list[float]:
         One float per group.
     """
     norms = SquaredNorms()
-    norms.add_groups(WEIGHT, groups)
-    return [math.sqrt(square) for square in norms.sums([(WEIGHT, index) for index in range(len(groups))])]
+    norms.add_groups("norm", groups)
+    return [math.sqrt(square) for square in norms.sums([("norm", index) for index in range(len(groups))])]
 
 
 def summed_over_ranks(
@@ -209,7 +209,7 @@ def _nbytes(tensor: Tensor) -> int:
 
 
 def _aligned(offset: int) -> int:
-    return -(-offset // _ALIGNMENT) * _ALIGNMENT
+    return -(-offset // COPY_ALIGNMENT) * COPY_ALIGNMENT
 
 
 def _slices(members: Sequence[tuple[int, Tensor]], max_bytes: int) -> list[list[tuple[int, Tensor]]]:
