@@ -48,7 +48,16 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from .core.group_statistics import UpdateMeasurement, grouped_norms, parameters_with_gradients, summed_over_ranks
+from .core.group_statistics import (
+    GRADIENT,
+    UPDATE,
+    WEIGHT,
+    WEIGHT_BEFORE,
+    SquaredNorms,
+    UpdateMeasurement,
+    parameters_with_gradients,
+    summed_over_ranks,
+)
 from .core.log_keys import (
     GRAD_NORM_PREFIX,
     LEARNING_RATE_KEY,
@@ -322,12 +331,12 @@ def _hyperparameters(group: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-def _combine(names: list[str], values: list[float]) -> dict[str, float]:
-    """Norms of the groups that share a name, combined: the square root of the sum of their squares."""
-    squares: dict[str, float] = {}
-    for name, value in zip(names, values, strict=True):
-        squares[name] = squares.get(name, 0.0) + value * value
-    return {name: math.sqrt(square) for name, square in squares.items()}
+def _combine(names: list[str], squares: Sequence[float]) -> dict[str, float]:
+    """Norms by name from the squared norms of the groups: the square root of the sum over the groups of a name."""
+    sums: dict[str, float] = {}
+    for name, square in zip(names, squares, strict=True):
+        sums[name] = sums.get(name, 0.0) + square
+    return {name: math.sqrt(square) for name, square in sums.items()}
 
 
 class GroupDiagnosticsCallback(TrainerCallback):
@@ -338,9 +347,10 @@ class GroupDiagnosticsCallback(TrainerCallback):
     ``LayerwiseTrainingArguments.group_diagnostics`` is true; with a stock Trainer, install it with `attach`
     so that the reporting integrations see its keys.
 
-    Memory: measuring an update copies the weights of one slice of at most 64 MiB at a time for the
-    optimizers of ``torch.optim`` (see `group_statistics`); any other optimizer copies every weight that has
-    a gradient on a logging step.
+    Cost: a logging step's norms are read back from the device once. Measuring an update copies the weights of
+    one slice at a time, at most max(64 MiB, the largest tensor with a gradient), for the optimizers of
+    ``torch.optim`` and any class that declares ``steps_each_parameter_alone = True`` (see `group_statistics`);
+    any other optimizer copies every weight that has a gradient on a logging step.
 
     Raises:
         ValueError: At ``on_train_begin``, under FSDP1 with some trained parameters sharded and others whole
@@ -358,7 +368,8 @@ class GroupDiagnosticsCallback(TrainerCallback):
     def __init__(self) -> None:
         self._measurement: UpdateMeasurement | None = None
         self._step: int | None = None
-        self._grad_norms: list[float] = []
+        self._norms: SquaredNorms | None = None
+        self._grad_norms: dict[str, float] = {}
         self._names: list[str] = []
         self._entry: dict[str, float] = {}
         self._first_hyperparameters: dict[str, dict[str, float]] = {}
@@ -396,8 +407,9 @@ class GroupDiagnosticsCallback(TrainerCallback):
             self._measurement = UpdateMeasurement(inner)
             if not self._measurement.steps_in_slices:
                 logger.info(
-                    "update_ratio: %s is not a torch.optim optimizer, so a logging step copies every weight "
-                    "with a gradient (not one 64 MiB slice at a time)",
+                    "update_ratio: %s is not a torch.optim optimizer and does not declare "
+                    "steps_each_parameter_alone = True, so a logging step copies every weight with a gradient "
+                    "(not one slice of 64 MiB or the largest tensor at a time)",
                     type(inner).__name__,
                 )
         self._first_hyperparameters = {}
@@ -434,8 +446,9 @@ class GroupDiagnosticsCallback(TrainerCallback):
             return
         _unscale(optimizer, inner)
         self._names = _group_names(inner.param_groups)
-        self._grad_norms = self._norms(
-            [[p.grad for p in params] for params in parameters_with_gradients(inner.param_groups)]
+        self._norms = SquaredNorms()  # read back once, after the step
+        self._norms.add_groups(
+            GRADIENT, [[p.grad for p in params] for params in parameters_with_gradients(inner.param_groups)]
         )
         if self._measurement is not None:
             self._measurement.arm()
@@ -450,29 +463,36 @@ class GroupDiagnosticsCallback(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         inner = _torch_optimizer(optimizer)
-        if self._step is None or inner is None:
+        measured = self._measurement.take() if self._measurement is not None else None
+        norms, self._norms = self._norms, None
+        if self._step is None or inner is None or norms is None:
             return
         names = self._names
-        weights = self._norms([list(group["params"]) for group in inner.param_groups])
-        entry = {PARAM_NORM_PREFIX + name: value for name, value in _combine(names, weights).items()}
-        results = self._measurement.results if self._measurement is not None else None
-        if results is not None:
-            updates = _combine(names, self._across_ranks([update for update, _ in results]))
-            before = _combine(names, self._across_ranks([weight for _, weight in results]))
+        norms.add_groups(WEIGHT, [list(group["params"]) for group in inner.param_groups])
+        if measured is not None:
+            norms.extend(measured)
+        by_metric = self._read(norms, names)
+        self._grad_norms = by_metric[GRADIENT]
+        entry = {PARAM_NORM_PREFIX + name: value for name, value in by_metric[WEIGHT].items()}
+        if measured is not None:
+            updates, before = by_metric[UPDATE], by_metric[WEIGHT_BEFORE]
             for name in updates:
                 entry[UPDATE_RATIO_PREFIX + name] = updates[name] / before[name] if before[name] > 0 else 0.0
         entry.update(self._hyperparameter_entries(names, inner.param_groups))
         self._entry = entry
 
-    def _norms(self, groups: list[list[Any]]) -> list[float]:
-        return self._across_ranks(grouped_norms(groups))
+    def _read(self, norms: SquaredNorms, names: list[str]) -> dict[str, dict[str, float]]:
+        """Every metric's norms by group name, read back at once (FSDP1: with one sum over the ranks)."""
+        metrics, count = (GRADIENT, WEIGHT, UPDATE, WEIGHT_BEFORE), len(names)
+        squares = self._across_ranks(norms.sums([(metric, index) for metric in metrics for index in range(count)]))
+        return {metric: _combine(names, squares[i * count : (i + 1) * count]) for i, metric in enumerate(metrics)}
 
-    def _across_ranks(self, norms: list[float]) -> list[float]:
-        """FSDP1 shards: every rank's squares summed (FSDP2's DTensors are reduced when their norms are taken)."""
+    def _across_ranks(self, squares: list[float]) -> list[float]:
+        """FSDP1 shards: every rank's squares summed (FSDP2's DTensors are reduced when their norms are read)."""
         if self._shard_reduction is None:
-            return norms
+            return squares
         process_group, device = self._shard_reduction
-        return summed_over_ranks(norms, device, process_group)
+        return summed_over_ranks(squares, device, process_group)
 
     def _hyperparameter_entries(self, names: list[str], param_groups: list[dict[str, Any]]) -> dict[str, float]:
         """Hyperparameters that differ between groups or changed since the first logging step (kept once logged)."""
@@ -508,11 +528,10 @@ class GroupDiagnosticsCallback(TrainerCallback):
         if logs is None or LEARNING_RATE_KEY not in logs or self._step != state.global_step:
             return
         entry = dict(self._entry)
-        grad_norms = _combine(self._names, self._grad_norms)
         entry.update(
             {
                 GRAD_NORM_PREFIX + name: value
-                for name, value in self._gradient_norms_before_clipping(args, logs, grad_norms).items()
+                for name, value in self._gradient_norms_before_clipping(args, logs, self._grad_norms).items()
             }
         )
         add_to_log_entry(state, logs, entry)
