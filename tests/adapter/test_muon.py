@@ -199,9 +199,15 @@ def test_a_group_that_starts_later_waits_at_rate_0_then_warms_up(tmp_path):
                           (5, True, True), (6, True, True)]  # fmt: skip
 
 
-def test_the_groups_diagnostics_cover_both_kinds(tmp_path):
-    trainer = trainer_for(tmp_path, group_diagnostics=True, logging_steps=2, max_steps=4)
+def test_the_groups_diagnostics_cover_both_kinds_and_leave_training_bit_identical(tmp_path):
+    trainer = trainer_for(tmp_path / "on", group_diagnostics=True, logging_steps=2, max_steps=4)
     trainer.train()
+    plain = trainer_for(tmp_path / "off", logging_steps=2, max_steps=4)
+    plain.train()
+    for (name, parameter), (_, expected) in zip(
+        trainer.model.named_parameters(), plain.model.named_parameters(), strict=True
+    ):
+        assert torch.equal(parameter, expected), name
     entry = next(entry for entry in trainer.state.log_history if "update_ratio/default/layer_1" in entry)
     for name in ("default/layer_1", "default/layer_1/adamw", "head"):
         assert entry[f"grad_norm/{name}"] > 0 and entry[f"update_ratio/{name}"] > 0, name

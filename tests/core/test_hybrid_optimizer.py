@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from layerwise_trainer import HybridOptimizer
+from layerwise_trainer.core.group_statistics import steps_each_parameter_alone
 
 ALGORITHMS = {
     "muon": (torch.optim.Muon, {"adjust_lr_fn": "match_rms_adamw"}),
@@ -139,3 +140,7 @@ def test_a_group_added_later_takes_its_algorithm_s_defaults():
     give_gradients(params, 0)
     hybrid.step()
     assert set(hybrid.state[params["bias"]]) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def test_the_diagnostics_may_step_it_a_slice_of_parameters_at_a_time():
+    assert steps_each_parameter_alone(hybrid_of(parameters()))
