@@ -9,7 +9,13 @@ those rows and nothing else, and its state (Adam's moments) is sized to them. Se
 the checkpoint the model was loaded from (``config.name_or_path``), as peft's ``save_embedding_layers="auto"`` does
 to tell a resized embedding; only files already on this machine are read (``local_files_only``), never the network.
 
-**Gradients.** Autograd gives the gradient to the weight, not to the views. `RowGradients` sets each view's
+**Memory.** Moving or casting a model in place (``model.to(device)``) keeps each parameter object but may give it
+new memory (``param.data = ...``): accelerate's ``prepare`` does it under DDP on CPU (to ``cpu:0``), after the
+optimizer was built, and the views would then update a copy nobody reads. So `RowViews` checks that every view still
+lies on its matrix's memory and puts it back there when not (``view.data = weight.detach()[start:stop]``; the same
+tensor object, so the optimizer's state stays with it), before it sets the gradients.
+
+**Gradients.** Autograd gives the gradient to the weight, not to the views. `RowViews` sets each view's
 ``.grad`` to its rows of the weight's gradient (a view of it, no copy) after every backward
 (`LayerwiseTrainer.training_step`), before the Trainer unscales fp16 gradients and clips them: unscaling acts on
 the optimizer's gradients and clipping on the model's, and both are the same memory. It does so again when the
@@ -112,8 +118,8 @@ class _Matrix:
     views: list[tuple[int, int, torch.Tensor]]
 
 
-class RowGradients:
-    """Sets the gradients of a plan's row views from their matrices' gradients.
+class RowViews:
+    """Keeps a plan's row views on their matrices' memory and sets their gradients from the matrices' gradients.
 
     Args:
         plan: The plan the optimizer was built from.
@@ -123,9 +129,9 @@ class RowGradients:
         ```python
         views = plan.row_views()
         optimizer = torch.optim.AdamW(plan.optimizer_param_groups(views))
-        gradients = RowGradients(plan, views).attach(optimizer)
+        row_views = RowViews(plan, views).attach(optimizer)
         loss.backward()
-        gradients.sync()  # before clipping; the optimizer's step calls it too
+        row_views.sync()  # before clipping; the optimizer's step calls it too
         ```
     """
 
@@ -142,20 +148,24 @@ class RowGradients:
     def __bool__(self) -> bool:
         return bool(self._matrices)
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> RowGradients:
+    def attach(self, optimizer: torch.optim.Optimizer) -> RowViews:
         """Sync the gradients whenever ``optimizer``'s step begins; returns self."""
         hook: Callable[..., None] = lambda *_: self.sync()  # noqa: E731
         self._handle = optimizer.register_step_pre_hook(hook)
         return self
 
     def sync(self) -> None:
-        """Give every view its rows of its matrix's gradient (None when the matrix has none), and zero the rows
-        no trained group holds now.
+        """Put every view back on its matrix's memory where it left it, give it its rows of the matrix's gradient
+        (None when the matrix has none), and zero the rows no trained group holds now.
 
         A view whose ``requires_grad`` is False (its group has not started) gets None, and its rows are zeroed.
         """
         with torch.no_grad():
             for matrix in self._matrices:
+                for start, stop, view in matrix.views:
+                    rows = matrix.weight.detach()[start:stop]
+                    if view.data_ptr() != rows.data_ptr() or view.shape != rows.shape:
+                        view.data = rows  # the matrix got new memory (moved or cast in place)
                 gradient = matrix.weight.grad
                 if gradient is None:
                     for _, _, view in matrix.views:

@@ -47,7 +47,7 @@ from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
 from .errors import SpecError, some_names
 from .optimizer_choice import PlanInputs, check_optimizers_supported, plan_inputs_for_arguments
-from .row_views import RowGradients, check_row_groups_supported
+from .row_views import RowViews, check_row_groups_supported
 from .schedulers import check_group_schedules_supported, scheduler_for_plan, staged_parameters
 from .start_triggers import StartTriggerCallback
 
@@ -145,7 +145,7 @@ class LayerwiseTrainerMixin:
     _optimizer_layout: dict[str, Any] | None = None
     _steps_per_epoch: int | None = None
     _resuming_from: str | None = None
-    _row_gradients: RowGradients | None = None
+    _row_views: RowViews | None = None
     resume_transfer: StateTransfer | None = None
 
     def __init__(self, *args: Any, param_groups: SpecSource | None = None, **kwargs: Any) -> None:
@@ -316,7 +316,7 @@ class LayerwiseTrainerMixin:
             views = plan.row_views()
             with gc_paused():
                 trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(views), **inputs.optimizer_kwargs)
-            self._row_gradients = RowGradients(plan, views).attach(trainer.optimizer) if views else None
+            self._row_views = RowViews(plan, views).attach(trainer.optimizer) if views else None
             self.group_plan = plan
             self._follow_in_logs(plan, inputs.learning_rate)
             _keep_embeddings_in_32_bit(inputs.optimizer_cls, inputs.optimizer_kwargs, target)
@@ -360,11 +360,11 @@ class LayerwiseTrainerMixin:
 
         Before it too: after ``model.zero_grad()`` the views drop the old gradient (see the `row_views` module).
         """
-        if self._row_gradients is not None:
-            self._row_gradients.sync()
+        if self._row_views is not None:
+            self._row_views.sync()
         loss = super().training_step(*args, **kwargs)  # type: ignore[misc]
-        if self._row_gradients is not None:
-            self._row_gradients.sync()
+        if self._row_views is not None:
+            self._row_views.sync()
         return loss
 
     def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple[Any, ...]:

@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 from layerwise_trainer import CheckpointLayoutError, LayerwiseTrainer, LayerwiseTrainingArguments, SpecError
 from layerwise_trainer.checkpoints import LAYOUT_FILE
 from layerwise_trainer.core.row_groups import OriginalVocabulary
-from layerwise_trainer.row_views import RowGradients, check_row_groups_supported, original_vocabulary
+from layerwise_trainer.row_views import RowViews, check_row_groups_supported, original_vocabulary
 
 EMBEDDING, HEAD = "model.embed_tokens.weight", "lm_head.weight"
 MATRICES = [EMBEDDING, HEAD]
@@ -290,6 +290,25 @@ def test_a_resize_after_the_trainer_was_built_resolves_the_rows_again(base, tmp_
     assert [tuple(view.shape) for view in optimizer.param_groups[0]["params"]] == [(6, 16), (6, 16)]
 
 
+def test_the_views_follow_a_matrix_moved_to_new_memory_after_the_optimizer_was_built(base, tmp_path):
+    """accelerate's prepare moves the model to ``cpu:0`` under DDP on CPU, which copies every parameter."""
+    runs = []
+    for move in (False, True):
+        model = with_new_tokens(base)
+        args = training_args(tmp_path / str(move), LayerwiseTrainingArguments, max_steps=3, learning_rate=1e-3)
+        trainer = LayerwiseTrainer(model=model, args=args, param_groups=SLOW_OLD_ROWS,
+                                   train_dataset=RandomTokenData(64, vocab_size=OLD + ADDED))  # fmt: skip
+        views = trainer.create_optimizer().param_groups[0]["params"]
+        if move:
+            memory = model.lm_head.weight.data_ptr()
+            model.to(torch.device("cpu", 0))
+            assert model.lm_head.weight.data_ptr() != memory  # new memory, the same parameter object
+        trainer.train()
+        assert views[1].data_ptr() == model.lm_head.weight[OLD:].data_ptr()
+        runs.append({name: parameter.detach().clone() for name, parameter in model.named_parameters()})
+    assert all(torch.equal(runs[0][name], runs[1][name]) for name in runs[0])
+
+
 def test_loss_scaling_unscales_each_row_once():
     """fp16 loss scaling on CPU (torch.amp.GradScaler): the views' gradients are the matrix's, unscaled in place."""
     torch.manual_seed(0)
@@ -304,12 +323,12 @@ def test_loss_scaling_unscales_each_row_once():
                               learning_rate=1e-3, weight_decay=0.0)  # fmt: skip
         views = plan.row_views()
         optimizer = torch.optim.AdamW(plan.optimizer_param_groups(views), weight_decay=0.0)
-        gradients = RowGradients(plan, views).attach(optimizer)
+        row_views = RowViews(plan, views).attach(optimizer)
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, enabled=scaled)
         for step in range(3):
             tokens = torch.tensor([[step, OLD + step, OLD + 3, 5]])
             scaler.scale(embedding(tokens).pow(2).sum()).backward()
-            gradients.sync()
+            row_views.sync()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(embedding.parameters(), 1.0)
             scaler.step(optimizer)
