@@ -105,7 +105,8 @@ def train(base: Path, output_dir: Path, spec, **overrides):
 
 @pytest.fixture(scope="module")
 def frozen_run(base, tmp_path_factory):
-    return train(base, tmp_path_factory.mktemp("frozen"), FROZEN_OLD_ROWS)
+    # With the per-group diagnostics on: they must not change what is trained (the replay below checks it).
+    return train(base, tmp_path_factory.mktemp("frozen"), FROZEN_OLD_ROWS, group_diagnostics=True)
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +186,19 @@ def test_the_new_rows_rates_follow_their_start_warm_up_and_schedule_exactly(froz
     assert [entry["learning_rate/new_tokens"] for entry in entries] == expected
     assert [entry["learning_rate/old_tokens"] for entry in entries] == [0.0] * STEPS
     assert [entry["learning_rate/default"] for entry in entries] == [1e-3 * (STEPS - s) / STEPS for s in range(STEPS)]
+
+
+def test_the_diagnostics_are_per_row_group(frozen_run):
+    entries = [entry for entry in frozen_run.trainer.state.log_history if "loss" in entry]
+    grad_norms = [entry["grad_norm/new_tokens"] for entry in entries]
+    assert grad_norms[:2] == [0.0, 0.0] and all(norm > 0 for norm in grad_norms[2:])  # no gradient before the start
+    assert [entry["update_ratio/new_tokens"] for entry in entries][:3] == [0.0, 0.0, 0.0]  # rate 0 until step 4
+    rows = [frozen_run.model.get_parameter(name).detach()[OLD:] for name in MATRICES]
+    assert entries[-1]["param_norm/new_tokens"] == pytest.approx(float(torch.cat(rows).norm()), rel=1e-6)
+    # The Trainer's grad_norm (before clipping) is the groups' norms together: the frozen rows add nothing.
+    for entry in entries:
+        groups = [value for key, value in entry.items() if key.startswith("grad_norm/")]
+        assert entry["grad_norm"] == pytest.approx(math.sqrt(sum(value * value for value in groups)), rel=1e-5)
 
 
 def test_a_row_group_that_has_not_started_has_no_gradient_no_state_and_no_update(frozen_run):
