@@ -49,6 +49,7 @@ _EXPORTS = {
     "MAX_PATTERNS": "core.spec",
     "MAX_WILDCARD_PATTERNS": "core.spec",
     "MAX_NUM_LAYERS": "core.spec",
+    "MAX_ROW_RANGES": "core.row_groups",
     "resolve_groups": "core.grouping",
     "GroupPlan": "core.grouping",
     "PlannedGroup": "core.grouping",
@@ -81,6 +82,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_architecture.py keep
     from .core.log_keys import group_learning_rates
     from .core.muon import MuonSettings
     from .core.optimizer_state_transfer import GroupTransfer, StateTransfer
+    from .core.row_groups import MAX_ROW_RANGES
     from .core.spec import (
         MAX_GROUPS,
         MAX_NUM_LAYERS,

@@ -35,7 +35,14 @@ import torch.distributed as dist
 from torch import nn
 
 from .core.grouping import GroupPlan
-from .core.parameter_names import named_parameters_of, unwrap_data_parallel, user_facing_name, user_model, walk_modules
+from .core.parameter_names import (
+    named_parameters_of,
+    unwrap_data_parallel,
+    user_facing_name,
+    user_model,
+    walk_modules,
+    whole_shape,
+)
 from .errors import SpecError
 
 
@@ -82,10 +89,22 @@ def _parameters_by_name(model: nn.Module) -> dict[str, nn.Parameter] | None:
 
 
 def _same_freezing(plan: GroupPlan, parameters: Mapping[str, nn.Parameter]) -> bool:
-    """Whether the parameters the plan trains still train, and the ones the user froze are still frozen."""
+    """Whether the parameters the plan trains still train, and the ones the user froze are still frozen.
+
+    A matrix the plan trains some rows of trains whatever its flag says (`freeze_for_training` sets it), but keeps
+    its shape: rows were resolved against it.
+    """
     if any(parameters[name].requires_grad for name in plan.frozen_before_training):
         return False
-    return all(parameters[name].requires_grad for group in plan.trainable_groups for name in group.parameter_names)
+    in_rows = set(plan.row_parameter_names)
+    if any(whole_shape(parameters[name]) != whole_shape(plan.parameters[name]) for name in in_rows):
+        return False
+    return all(
+        parameters[name].requires_grad
+        for group in plan.trainable_groups
+        for name in group.parameter_names
+        if name not in in_rows
+    )
 
 
 def map_plan(plan: GroupPlan, model: nn.Module) -> GroupPlan | None:
@@ -111,10 +130,15 @@ def map_plan(plan: GroupPlan, model: nn.Module) -> GroupPlan | None:
 
 # Model -> the parameters the library froze in it (and has not given back).
 _FROZEN_BY_LIBRARY: weakref.WeakKeyDictionary[nn.Module, list[nn.Parameter]] = weakref.WeakKeyDictionary()
+# Model -> the matrices the user froze whose rows a row group trains, which the library made require gradients.
+_UNFROZEN_BY_LIBRARY: weakref.WeakKeyDictionary[nn.Module, list[nn.Parameter]] = weakref.WeakKeyDictionary()
 
 
 def freeze_for_training(plan: GroupPlan, model: nn.Module) -> int:
     """Set ``requires_grad=False`` on the frozen groups' parameters, remembering them under ``model``.
+
+    A matrix a group trains some rows of needs gradients even when the user froze it (peft freezes the base
+    model, embeddings included): it gets ``requires_grad=True``, remembered too, and given back frozen.
 
     Args:
         plan: The resolved groups.
@@ -125,6 +149,10 @@ def freeze_for_training(plan: GroupPlan, model: nn.Module) -> int:
     """
     newly_frozen = plan.freeze_and_list_frozen()
     _FROZEN_BY_LIBRARY.setdefault(user_model(model), []).extend(newly_frozen)
+    unfrozen = [plan.parameters[name] for name in plan.row_parameter_names if not plan.parameters[name].requires_grad]
+    for parameter in unfrozen:
+        parameter.requires_grad_(True)
+    _UNFROZEN_BY_LIBRARY.setdefault(user_model(model), []).extend(unfrozen)
     return len(newly_frozen)
 
 
@@ -141,7 +169,8 @@ def remember_library_frozen(model: nn.Module, parameters: list[nn.Parameter]) ->
 
 
 def give_back_frozen(model: nn.Module) -> int:
-    """Set ``requires_grad=True`` again on every parameter the library froze in ``model``.
+    """Set ``requires_grad=True`` again on every parameter the library froze in ``model`` (and ``False`` on every
+    matrix it made require gradients for a row group).
 
     Args:
         model: The model (wrappers are looked through).
@@ -152,6 +181,8 @@ def give_back_frozen(model: nn.Module) -> int:
     frozen = _FROZEN_BY_LIBRARY.pop(user_model(model), [])
     for parameter in frozen:
         parameter.requires_grad_(True)
+    for parameter in _UNFROZEN_BY_LIBRARY.pop(user_model(model), []):
+        parameter.requires_grad_(False)
     return len(frozen)
 
 

@@ -118,7 +118,8 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
     Returns:
         ``{"version", "hash", "groups", "frozen", "optimizer"}``: ``groups`` lists the optimizer param
         groups in order (name, lr, weight_decay, options, parameters as ``[name, shape]`` with the whole
-        shape of a ZeRO-3 partition, and ``timing`` for a group with its own start or schedule), ``frozen``
+        shape of a ZeRO-3 partition, a range of rows as ``[name[start:stop], shape of the rows]``, and
+        ``timing`` for a group with its own start or schedule), ``frozen``
         the frozen groups' names, ``optimizer`` the optimizer's class and state-shaping keyword
         arguments; ``hash`` is the SHA-256 of ``groups`` and ``optimizer``.
     """
@@ -128,7 +129,9 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
             "lr": group.lr,
             "weight_decay": group.weight_decay,
             "options": {key: json_ready(value) for key, value in sorted(group.options.items())},
-            "parameters": [[name, list(whole_shape(plan.parameters[name]))] for name in group.parameter_names],
+            "parameters": [
+                [entry, _entry_shape(whole_shape(plan.parameters[name]), rows)] for entry, name, rows in group.entries()
+            ],
             # Only scheduled groups carry it, so that a spec without schedule keys keeps its earlier hash.
             **({"timing": group.timing.to_data()} if group.timing is not None else {}),
             **({"optimizer": group.optimizer} if group.optimizer is not None else {}),
@@ -143,6 +146,11 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
         "frozen": list(plan.frozen_group_names),
         "optimizer": optimizer_part,
     }
+
+
+def _entry_shape(shape: Sequence[int], rows: tuple[int, int] | None) -> list[int]:
+    """A layout entry's shape: the parameter's, or that of its rows ``start:stop``."""
+    return list(shape) if rows is None else [rows[1] - rows[0], *shape[1:]]
 
 
 def save_layout(layout: dict[str, Any], directory: str | os.PathLike[str]) -> Path:

@@ -21,8 +21,10 @@ from .core.grouping import GroupPlan, resolve_groups
 from .core.hybrid_optimizer import Algorithm, HybridOptimizer
 from .core.muon import ADAMW, MUON, MUON_OPTIONS, TRAINER, MuonSettings
 from .core.optimizer_options import optimizer_hyperparameters
+from .core.row_groups import OriginalVocabulary
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .errors import SpecError
+from .row_views import needs_original_vocabulary, original_vocabulary
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -108,6 +110,7 @@ class PlanInputs:
         decay_parameter_names: Parameters that may get weight decay; None for the stock rule.
         implied_muon: The top-level ``muon`` setting ``optim`` implies (one of transformers' Muon optimizers),
             for a spec that has none.
+        original_vocabulary: The model's vocabulary before tokens were added, for ``rows: new``.
     """
 
     learning_rate: float
@@ -117,6 +120,7 @@ class PlanInputs:
     optimizer_label: str | None = None
     decay_parameter_names: list[str] | None = None
     implied_muon: MuonSettings | None = None
+    original_vocabulary: OriginalVocabulary | None = None
 
     def same_as(self, other: PlanInputs) -> bool:
         """Whether a plan resolved with ``other`` holds for these inputs too."""
@@ -139,6 +143,7 @@ class PlanInputs:
             optimizer_cls=self.optimizer_cls,
             optimizer_kwargs=self.optimizer_kwargs,
             optimizer_label=self.optimizer_label,
+            original_vocabulary=self.original_vocabulary,
         )
 
 
@@ -190,6 +195,7 @@ def plan_inputs_for_arguments(
         optimizer_kwargs=optimizer_kwargs,
         optimizer_label=label,
         decay_parameter_names=None if decay_parameter_names is None else list(decay_parameter_names),
+        original_vocabulary=None if spec is None or not needs_original_vocabulary(spec) else original_vocabulary(model),
     )
     if spec is None or not (spec.chooses_optimizers or muon_named):
         return inputs
@@ -269,6 +275,19 @@ def check_optimizers_supported(plan: GroupPlan, trainer: Any) -> None:
             )
 
 
+def _refuse_row_groups(spec: LayerwiseSpec) -> None:
+    """Refuse groups with ``rows`` in `build_param_groups`: plain param groups leave their gradients unset."""
+    for index, group in enumerate(spec.groups):
+        if group.rows is not None:
+            raise SpecError(
+                "build_param_groups returns plain param groups, and a group with rows holds views of a matrix's rows "
+                "whose gradients must be set from the matrix's after every backward; train with LayerwiseTrainer, or "
+                "use resolve_groups and GroupPlan.row_views and set each view's .grad yourself",
+                path=(f"groups[{index}]", "rows"),
+                group=group.name,
+            )
+
+
 def _training_arguments_default(field_name: str) -> Any:
     from transformers import TrainingArguments
 
@@ -315,6 +334,7 @@ def build_param_groups(
         ```
     """
     spec = parse_spec(spec)
+    _refuse_row_groups(spec)
     if optimizer_cls is None and args is not None:
         inputs = plan_inputs_for_arguments(args, model, spec=spec, decay_parameter_names=decay_parameter_names)
     else:

@@ -604,8 +604,15 @@ def _with_start_rule(
 
 
 def staged_parameters(plan: GroupPlan) -> list[nn.Parameter]:
-    """The parameters of groups with timing, which a scheduler may hold out of autograd."""
-    return [plan.parameters[name] for group in plan.trainable_groups if group.timing for name in group.parameter_names]
+    """The parameters of groups with timing, which a scheduler may hold out of autograd (not a matrix a group holds
+    some rows of: the scheduler holds its row views out, and the matrix keeps its gradient for the other rows)."""
+    return [
+        plan.parameters[name]
+        for group in plan.trainable_groups
+        if group.timing
+        for name in group.parameter_names
+        if name not in group.rows
+    ]
 
 
 def scheduler_for_plan(

@@ -47,6 +47,7 @@ from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
 from .errors import SpecError, some_names
 from .optimizer_choice import PlanInputs, check_optimizers_supported, plan_inputs_for_arguments
+from .row_views import RowViews, check_row_groups_supported
 from .schedulers import check_group_schedules_supported, scheduler_for_plan, staged_parameters
 from .start_triggers import StartTriggerCallback
 
@@ -144,6 +145,7 @@ class LayerwiseTrainerMixin:
     _optimizer_layout: dict[str, Any] | None = None
     _steps_per_epoch: int | None = None
     _resuming_from: str | None = None
+    _row_views: RowViews | None = None
     resume_transfer: StateTransfer | None = None
 
     def __init__(self, *args: Any, param_groups: SpecSource | None = None, **kwargs: Any) -> None:
@@ -240,6 +242,7 @@ class LayerwiseTrainerMixin:
         self._plan_inputs = inputs
         check_group_schedules_supported(self.group_plan, self)
         check_optimizers_supported(self.group_plan, self)
+        check_row_groups_supported(self.param_groups_spec, self)
         return self.group_plan
 
     def _plan_for(self, target: nn.Module, inputs: PlanInputs) -> GroupPlan:
@@ -310,8 +313,10 @@ class LayerwiseTrainerMixin:
             if getattr(trainer, "is_deepspeed_enabled", False):
                 _check_deepspeed_keeps_every_group(plan)
                 self._check_resume_before_deepspeed_loads(plan)
+            views = plan.row_views()
             with gc_paused():
-                trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(), **inputs.optimizer_kwargs)
+                trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(views), **inputs.optimizer_kwargs)
+            self._row_views = RowViews(plan, views).attach(trainer.optimizer) if views else None
             self.group_plan = plan
             self._follow_in_logs(plan, inputs.learning_rate)
             _keep_embeddings_in_32_bit(inputs.optimizer_cls, inputs.optimizer_kwargs, target)
@@ -349,6 +354,18 @@ class LayerwiseTrainerMixin:
         self.group_lr_callback.base_learning_rate = base_learning_rate
         self.group_lr_callback.initial_rates = tuple(group.lr for group in plan.trainable_groups)
         self.group_lr_callback.frozen_group_names = plan.frozen_group_names
+
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The stock training step; with groups that take rows of a matrix, their views' gradients are set after it.
+
+        Before it too: after ``model.zero_grad()`` the views drop the old gradient (see the `row_views` module).
+        """
+        if self._row_views is not None:
+            self._row_views.sync()
+        loss = super().training_step(*args, **kwargs)  # type: ignore[misc]
+        if self._row_views is not None:
+            self._row_views.sync()
+        return loss
 
     def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple[Any, ...]:
         """The stock values; the optimizer steps per epoch are kept for starts given in epochs."""

@@ -5,7 +5,8 @@ A plan whose groups start later or follow their own schedules gets two more colu
 a plan without them prints exactly as before, so tables and JSON that scripts read do not change.
 Likewise a ``stack`` column appears only when a group's layer ids count within one stack of a model with
 several (``vision_tower``, ``language_model``; ``encoder``, ``decoder``): for a model with one stack the
-table is unchanged; and an ``optimizer`` column only when the spec chooses optimizers (Muon and AdamW).
+table is unchanged; an ``optimizer`` column only when the spec chooses optimizers (Muon and AdamW); and a ``rows``
+column only when a group holds some rows of a matrix (a group with ``rows``, and the group with the rest).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class GroupRow:
         timing: Its start, warm-up and shape; None when it follows the Trainer's schedule.
         stack: The stack its layer id counts within, in a model with several; else None.
         optimizer: The algorithm that steps it, when the spec chooses optimizers; else None.
+        rows: How many rows of matrices it holds in part (a group with ``rows``, or the rest of such a matrix);
+            None when it holds whole parameters only.
     """
 
     name: str
@@ -55,6 +58,7 @@ class GroupRow:
     timing: GroupTiming | None = None
     stack: str | None = None
     optimizer: str | None = None
+    rows: int | None = None
 
     @property
     def start(self) -> str | None:
@@ -91,6 +95,7 @@ def group_rows(plan: GroupPlan) -> list[GroupRow]:
                 timing=group.timing,
                 stack=group.stack,
                 optimizer=group.optimizer,
+                rows=group.num_rows,
             )
         else:
             rows[group.name] = GroupRow(
@@ -105,6 +110,7 @@ def group_rows(plan: GroupPlan) -> list[GroupRow]:
                 timing=row.timing,
                 stack=row.stack,
                 optimizer=row.optimizer,
+                rows=None if row.rows is None and group.num_rows is None else (row.rows or 0) + (group.num_rows or 0),
             )
     return list(rows.values())
 
@@ -126,6 +132,7 @@ _COLUMNS = (
     _Column("frozen", False, lambda row: "yes" if row.frozen else "no"),
 )
 _OPTIMIZER = _Column("optimizer", True, lambda row: row.optimizer or "-")
+_ROWS = _Column("rows", False, lambda row: "-" if row.rows is None else f"{row.rows:,}")
 _STACK = _Column("stack", True, lambda row: row.stack or "-")
 _LAYER = _Column("layer", False, lambda row: "-" if row.layer_id is None else str(row.layer_id))
 _TIMING = (
@@ -138,9 +145,15 @@ def _has_stacks(plan: GroupPlan) -> bool:
     return any(group.stack is not None for group in plan.groups)
 
 
+def _has_rows(plan: GroupPlan) -> bool:
+    return any(group.rows for group in plan.groups)
+
+
 def _columns(plan: GroupPlan) -> list[_Column]:
     """The table's columns: the fixed ones, then those only some plans need."""
     columns = list(_COLUMNS)
+    if _has_rows(plan):
+        columns.insert(3, _ROWS)  # after the tensors and parameters it counts in
     if plan.chooses_optimizers:
         columns.append(_OPTIMIZER)
     if _has_stacks(plan):
@@ -202,12 +215,17 @@ def default_parameter_names(plan: GroupPlan) -> list[str]:
     return [name for group in plan.groups if group.source == DEFAULT_GROUP_NAME for name in group.parameter_names]
 
 
-def _row_data(row: GroupRow, timed: bool, stacked: bool, chooses: bool) -> dict[str, Any]:
+def _row_data(row: GroupRow, timed: bool, stacked: bool, chooses: bool, rowed: bool) -> dict[str, Any]:
     left_out = {"timing"} | (set() if stacked else {"stack"}) | (set() if chooses else {"optimizer"})
+    left_out |= set() if rowed else {"rows"}
     data = {field.name: getattr(row, field.name) for field in fields(row) if field.name not in left_out}
     if timed:
         data.update(start=row.start, schedule=row.schedule, timing=_timing_data(row.timing))
     return data
+
+
+def _ranges_data(rows: Any) -> dict[str, list[list[int]]]:
+    return {name: [list(pair) for pair in ranges] for name, ranges in rows.items()}
 
 
 def _timing_data(timing: GroupTiming | None) -> dict[str, Any] | None:
@@ -231,7 +249,9 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
     When a group's layer ids count within one stack of a model with several, every row and group also has
     ``stack`` (None outside a stack), and the data ``stacks``: each stack's short name and number of blocks.
     When the spec chooses optimizers, every row and group also has ``optimizer`` (``muon``, ``adamw``,
-    ``trainer``; None for a frozen group).
+    ``trainer``; None for a frozen group). When a group holds some rows of a matrix, every row also has ``rows``
+    (how many, None for whole parameters) and every group ``rows``: parameter name -> its ``[start, stop]``
+    ranges (empty for whole parameters).
 
     Args:
         plan: The resolved plan.
@@ -243,10 +263,11 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
     timed = plan.has_group_schedules
     stacked = _has_stacks(plan)
     chooses = plan.chooses_optimizers
+    rowed = _has_rows(plan)
     return {
         "num_layers": plan.num_layers,
         **({"stacks": _stack_depths(plan)} if stacked else {}),
-        "rows": [_row_data(row, timed, stacked, chooses) for row in group_rows(plan)],
+        "rows": [_row_data(row, timed, stacked, chooses, rowed) for row in group_rows(plan)],
         "groups": [
             {
                 "name": group.name,
@@ -262,6 +283,7 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
                 **({"timing": _timing_data(group.timing)} if timed else {}),
                 **({"stack": group.stack} if stacked else {}),
                 **({"optimizer": group.optimizer} if chooses else {}),
+                **({"rows": _ranges_data(group.rows)} if rowed else {}),
             }
             for group in plan.groups
         ],

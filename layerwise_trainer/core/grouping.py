@@ -41,7 +41,9 @@ from .parameter_names import (
     user_model,
     walk_modules,
     whole_numel,
+    whole_shape,
 )
+from .row_groups import OriginalVocabulary, RowAssignment, RowMatrix, RowRanges, assign_rows, row_entry_name
 from .spec import DEFAULT_GROUP_NAME, GroupSpec, LayerwiseSpec, SpecSource, parse_spec
 from .weight_decay import decay_names_in
 
@@ -81,6 +83,9 @@ class PlannedGroup:
         optimizer: The algorithm that steps it (``muon``, ``adamw`` or ``trainer``) when the spec chooses
             optimizers; None when ``TrainingArguments.optim``'s optimizer alone trains every group.
         optimizer_by_own_key: Whether that choice is the group's own ``optimizer`` (else the top-level ``muon``).
+        rows: For parameters the group holds only some rows of (a group with ``rows``, or the rest of a matrix a
+            row group takes rows of): parameter name -> its rows, sorted, disjoint, half-open ranges. Empty when
+            the group holds whole parameters only.
     """
 
     name: str
@@ -99,9 +104,33 @@ class PlannedGroup:
     unfreezes_by_own_key: bool = False
     optimizer: str | None = None
     optimizer_by_own_key: bool = False
+    rows: Mapping[str, RowRanges] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "rows", MappingProxyType(dict(self.rows)))
+
+    def entries(self) -> tuple[tuple[str, str, tuple[int, int] | None], ...]:
+        """The tensors the optimizer holds for this group, in order: ``(entry name, parameter name, rows)``.
+
+        A whole parameter is one entry named as the parameter, with rows None; a parameter the group holds some
+        rows of is one entry per range, named ``name[start:stop]`` (the name checkpoint layouts record).
+        """
+        entries: list[tuple[str, str, tuple[int, int] | None]] = []
+        for name in self.parameter_names:
+            ranges = self.rows.get(name)
+            if ranges is None:
+                entries.append((name, name, None))
+            else:
+                entries += [(row_entry_name(name, start, stop), name, (start, stop)) for start, stop in ranges]
+        return tuple(entries)
+
+    @property
+    def num_rows(self) -> int | None:
+        """How many rows of matrices the group holds in part (None when it holds whole parameters only)."""
+        if not self.rows:
+            return None
+        return sum(stop - start for ranges in self.rows.values() for start, stop in ranges)
 
     def spec_path(self, key: str) -> tuple[str, ...]:
         """Where ``key`` of this group sits in the spec, for errors: ``("groups[2]", "start")``.
@@ -169,12 +198,41 @@ class GroupPlan:
         """Whether its groups name the algorithm that steps them (a `HybridOptimizer` takes them)."""
         return any(group.optimizer is not None for group in self.trainable_groups)
 
-    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+    @property
+    def row_parameter_names(self) -> tuple[str, ...]:
+        """The parameters the optimizer holds as views of some of their rows (see `row_views`)."""
+        return tuple(dict.fromkeys(name for group in self.trainable_groups for name in group.rows))
+
+    def row_views(self) -> dict[str, torch.Tensor]:
+        """One tensor per range of rows the trainable groups hold: entry name -> ``weight.detach()[start:stop]``.
+
+        Each is a leaf that shares the weight's memory, so an optimizer's in-place step on it changes those rows
+        of the weight and nothing else, and its state has the rows' shape. Its gradient must be set to the same
+        rows of the weight's gradient after every backward: `LayerwiseTrainer` does that.
+        """
+        views: dict[str, torch.Tensor] = {}
+        for group in self.trainable_groups:
+            for entry, name, rows in group.entries():
+                if rows is not None:
+                    views[entry] = self.parameters[name].detach()[rows[0] : rows[1]].requires_grad_(True)
+        return views
+
+    def optimizer_param_groups(self, views: Mapping[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
         """The torch param-group dicts, each with ``params``, ``name``, ``lr`` and ``weight_decay`` (and
-        ``optimizer`` when the spec chooses optimizers)."""
+        ``optimizer`` when the spec chooses optimizers).
+
+        Args:
+            views: The row views (`row_views`) to put in the groups for the parameters they hold some rows of;
+                new views when None.
+        """
+        if views is None and self.row_parameter_names:
+            views = self.row_views()
         return [
             {
-                "params": [self.parameters[name] for name in group.parameter_names],
+                "params": [
+                    self.parameters[name] if rows is None else views[entry]  # type: ignore[index]
+                    for entry, name, rows in group.entries()
+                ],
                 "name": group.name,
                 "lr": group.lr,
                 "weight_decay": group.weight_decay,
@@ -194,11 +252,11 @@ class GroupPlan:
 
     def freeze_and_list_frozen(self) -> list[nn.Parameter]:
         """`freeze_frozen_groups`, returning the parameters this call froze (for callers that undo it)."""
+        trained = {name for group in self.trainable_groups for name in group.parameter_names}
         newly_frozen = [
             self.parameters[name]
-            for group in self.frozen_groups
-            for name in group.parameter_names
-            if self.parameters[name].requires_grad
+            for name in dict.fromkeys(name for group in self.frozen_groups for name in group.parameter_names)
+            if name not in trained and self.parameters[name].requires_grad  # a frozen group may hold some rows
         ]
         for parameter in newly_frozen:
             parameter.requires_grad_(False)
@@ -271,13 +329,18 @@ def _timeout_error(spec: LayerwiseSpec, group_index: int, pattern_index: int) ->
 
 
 def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -> list[list[_Tensor]]:
-    """Split ``tensors`` among the spec's groups, first match wins; the last list is the unmatched."""
+    """Split ``tensors`` among the spec's groups, first match wins; the last list is the unmatched.
+
+    A group with ``rows`` takes nothing from the others: its list holds every tensor its patterns match (the
+    matrices it takes rows of), and those tensors still go to the first other group that matches them.
+    """
     compiled = [
         (group_index, pattern_index, compile_pattern(pattern))
         for group_index, group in enumerate(spec.groups)
         for pattern_index, pattern in enumerate(group.patterns)
     ]
-    first_match = FirstMatch([pattern for _, _, pattern in compiled])
+    claiming = [position for position, (index, _, _) in enumerate(compiled) if spec.groups[index].rows is None]
+    first_match = FirstMatch([compiled[position][2] for position in claiming])
     members: list[list[_Tensor]] = [[] for _ in range(len(spec.groups) + 1)]
     claimed_by: dict[int, int] = {}
     used: set[int] = set()
@@ -285,11 +348,12 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
         try:
             position = first_match.index(tensor.aliases)
         except PatternTimeout as timeout:
-            group_index, pattern_index, _ = compiled[timeout.index]
+            group_index, pattern_index, _ = compiled[claiming[timeout.index]]
             raise _timeout_error(spec, group_index, pattern_index) from None
         if position is None:
             members[-1].append(tensor)
             continue
+        position = claiming[position]
         group_index = compiled[position][0]
         members[group_index].append(tensor)
         claimed_by[id(tensor)] = group_index
@@ -313,6 +377,10 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
                 path=(f"groups[{group_index}]", "match", f"[{pattern_index}]"),
                 group=group.name,
             )
+        if group.rows is not None:
+            known = {id(tensor) for tensor in members[group_index]}
+            members[group_index] += [tensor for tensor in hits if id(tensor) not in known]
+            continue
         if not members[group_index]:
             owners = sorted({spec.groups[claimed_by[id(tensor)]].name for tensor in hits})
             raise SpecError(
@@ -321,6 +389,10 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
                 path=(f"groups[{group_index}]",),
                 group=group.name,
             )
+    order = {id(tensor): index for index, tensor in enumerate(tensors)}
+    for group_index, group in enumerate(spec.groups):
+        if group.rows is not None:
+            members[group_index].sort(key=lambda tensor: order[id(tensor)])
     return members
 
 
@@ -485,12 +557,27 @@ class _Numbering:
 
 
 class _GroupBuilder:
-    """Turns one group's matched tensors into planned groups: frozen, or split by layer and decay."""
+    """Turns one group's matched tensors into planned groups: frozen, or split by layer and decay.
 
-    def __init__(self, decayed: set[str], names: Sequence[str]) -> None:
+    ``row_groups``: each row group's name -> the rows it takes of each matrix; ``rest_rows``: each such matrix ->
+    the rows left to the other groups. A row group trains its rows even of a matrix the user froze (it names them).
+    """
+
+    def __init__(
+        self,
+        decayed: set[str],
+        names: Sequence[str],
+        row_groups: Mapping[str, Mapping[str, RowRanges]] | None = None,
+        rest_rows: Mapping[str, RowRanges] | None = None,
+    ) -> None:
         self.decayed = decayed
         self._names = names
         self.detected_layers: LayerMap | None = None
+        self._row_groups = row_groups or {}
+        self._rest_rows = rest_rows or {}
+
+    def _rows_of(self, settings: _Settings) -> Mapping[str, RowRanges]:
+        return self._row_groups.get(settings.name, self._rest_rows)
 
     @property
     def layers(self) -> LayerMap:
@@ -500,7 +587,8 @@ class _GroupBuilder:
         return self.detected_layers
 
     def build(self, settings: _Settings, members: Sequence[_Tensor]) -> list[PlannedGroup]:
-        trainable = [tensor for tensor in members if tensor.parameter.requires_grad]
+        takes_rows = settings.name in self._row_groups
+        trainable = [tensor for tensor in members if tensor.parameter.requires_grad or takes_rows]
         if settings.frozen or not trainable:
             if not settings.frozen:
                 logger.warning(
@@ -617,6 +705,8 @@ class _GroupBuilder:
         return settings.num_layers
 
     def _muon_takes(self, tensor: _Tensor) -> bool:
+        if tensor.name in self._rest_rows:  # some rows of a matrix: Muon orthogonalises whole matrices
+            return False
         return muon_takes(tuple(tensor.parameter.shape), self.layers.stack_of(tensor.name) is not None)
 
     def _check_muon_split(self, settings: _Settings, trainable: Sequence[_Tensor]) -> None:
@@ -692,8 +782,8 @@ class _GroupBuilder:
             planned.append(self._planned(part.name, settings, no_decay, part.lr, 0.0, no_decay=True, **common))
         return planned
 
-    @staticmethod
     def _planned(
+        self,
         name: str,
         settings: _Settings,
         tensors: Sequence[_Tensor],
@@ -708,11 +798,13 @@ class _GroupBuilder:
         options: Mapping[str, Any] | None = None,
         optimizer: str | None = None,
     ) -> PlannedGroup:
+        own = self._rows_of(settings)
+        rows = {tensor.name: own[tensor.name] for tensor in tensors if tensor.name in own}
         return PlannedGroup(
             name=name,
             source=settings.name,
             parameter_names=tuple(tensor.name for tensor in tensors),
-            num_elements=sum(whole_numel(tensor.parameter) for tensor in tensors),
+            num_elements=sum(_num_elements(tensor.parameter, rows.get(tensor.name)) for tensor in tensors),
             lr=lr,
             weight_decay=weight_decay,
             frozen=frozen,
@@ -725,7 +817,17 @@ class _GroupBuilder:
             unfreezes_by_own_key=settings.unfreezes_by_own_key,
             optimizer=optimizer,
             optimizer_by_own_key=settings.optimizer_by_own_key,
+            rows=rows,
         )
+
+
+def _num_elements(parameter: nn.Parameter, rows: RowRanges | None) -> int:
+    """The scalars of a parameter, or of some of its rows."""
+    numel = whole_numel(parameter)
+    if rows is None:
+        return numel
+    row_size = numel // max(1, whole_shape(parameter)[0])
+    return sum(stop - start for start, stop in rows) * row_size
 
 
 def _never_decayed(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -> set[str]:
@@ -769,6 +871,39 @@ def _never_decayed(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label:
     return matched
 
 
+def _assign_rows(
+    spec: LayerwiseSpec, members: list[list[_Tensor]], original: OriginalVocabulary | None
+) -> RowAssignment:
+    """Resolve the row groups' rows; a matrix whose every row they take leaves the other groups' lists.
+
+    Raises:
+        SpecError: See `assign_rows`; and a group whose every matrix row groups take whole.
+    """
+    matched = {
+        index: [RowMatrix(tensor.name, tuple(tensor.aliases), tuple(whole_shape(tensor.parameter)))
+                for tensor in members[index]]
+        for index, group in enumerate(spec.groups)
+        if group.rows is not None
+    }  # fmt: skip
+    if not matched:
+        return RowAssignment({}, {})
+    rows = assign_rows(spec.groups, matched, original)
+    taken_whole = {name for name, rest in rows.rest.items() if not rest}
+    for index, tensors in enumerate(members):
+        if index < len(spec.groups) and spec.groups[index].rows is not None:
+            continue
+        kept = [tensor for tensor in tensors if tensor.name not in taken_whole]
+        if tensors and not kept and index < len(spec.groups):
+            raise SpecError(
+                f"row groups take every row of the matrices it matches ({some_names([t.name for t in tensors])}), "
+                "so nothing is left to it; narrow the row groups' rows or remove this group",
+                path=(f"groups[{index}]",),
+                group=spec.groups[index].name,
+            )
+        members[index] = kept
+    return rows
+
+
 @gc_paused()
 def resolve_groups(
     model: nn.Module,
@@ -780,6 +915,7 @@ def resolve_groups(
     optimizer_cls: type[torch.optim.Optimizer] | None = None,
     optimizer_kwargs: Mapping[str, Any] | None = None,
     optimizer_label: str | None = None,
+    original_vocabulary: OriginalVocabulary | None = None,
 ) -> GroupPlan:
     """Resolve ``spec`` against ``model`` without changing either.
 
@@ -794,6 +930,8 @@ def resolve_groups(
             hyperparameters are checked against it.
         optimizer_kwargs: The keyword arguments the optimizer will be built with.
         optimizer_label: The optimizer's name in errors; the class name by default.
+        original_vocabulary: The model's vocabulary before tokens were added, for groups with ``rows: new``
+            (`LayerwiseTrainer` reads it from the config of the checkpoint the model was loaded from).
 
     Returns:
         The `GroupPlan`.
@@ -813,12 +951,14 @@ def resolve_groups(
         label = optimizer_label or optimizer_cls.__name__
         validate_group_options(spec, optimizer_cls, optimizer_kwargs or {}, label, device)
     members = _assign(spec, tensors, model_label)
+    rows = _assign_rows(spec, members, original_vocabulary)
     if decay_parameter_names is None:
         decay_parameter_names = decay_names_in(modules)
     elif unwrapped is not model:
         decay_parameter_names = [_without_data_parallel_prefix(name) for name in decay_parameter_names]
     decayed = {user_facing_name(name) for name in decay_parameter_names} - _never_decayed(spec, tensors, model_label)
-    builder = _GroupBuilder(decayed, [tensor.name for tensor in tensors])
+    row_groups = {spec.groups[index].name: taken for index, taken in rows.taken.items()}
+    builder = _GroupBuilder(decayed, [tensor.name for tensor in tensors], row_groups, rows.rest)
 
     planned: list[PlannedGroup] = []
     for index, group in enumerate(spec.groups):
@@ -858,13 +998,12 @@ def resolve_groups(
             for group in planned
         ]
 
-    in_frozen_groups = {name for group in planned if group.frozen for name in group.parameter_names}
+    # A matrix a row group trains some rows of is trained, whatever its flag says and wherever its other rows are.
+    in_groups = {name for group in planned for name in group.parameter_names if group.frozen or group.rows}
     return GroupPlan(
         groups=tuple(planned),
         frozen_before_training=tuple(
-            tensor.name
-            for tensor in tensors
-            if not tensor.parameter.requires_grad and tensor.name not in in_frozen_groups
+            tensor.name for tensor in tensors if not tensor.parameter.requires_grad and tensor.name not in in_groups
         ),
         layers=builder.detected_layers,
         parameters=MappingProxyType({tensor.name: tensor.parameter for tensor in tensors}),

@@ -34,6 +34,7 @@ from .group_schedule import (
 )
 from .muon import MUON, MUON_OPTIONS, OPTIMIZER_KINDS, MuonSettings, parse_adamw_rate, parse_muon_option
 from .name_patterns import compile_pattern, is_exact_name
+from .row_groups import RowSelection
 from .yaml_json import (
     JSON_SUFFIXES,
     YAML_SUFFIXES,
@@ -48,6 +49,7 @@ DEFAULT_GROUP_NAME = "default"
 GROUP_KEYS = (
     "name",
     "match",
+    "rows",
     "lr",
     "lr_scale",
     "weight_decay",
@@ -210,6 +212,10 @@ class GroupSpec:
         name: Unique name (``[A-Za-z0-9_.-]+``), used in logs as ``learning_rate/<name>``.
         match: A glob (``fnmatch``) or a sequence of globs over parameter names; a pattern that
             starts with ``re:`` is a regular expression matched with ``re.fullmatch``.
+        rows: Rows of the 2-D matrices ``match`` names (an embedding, an LM head) instead of whole parameters:
+            ``"new"`` (the rows added since the model's original vocabulary), ``{"from": N}``, or a list of
+            row indices and half-open ``[start, stop]`` ranges; see `layerwise_trainer.core.row_groups`. The rest of
+            each matrix belongs to the group that matches it, as without this group.
         lr: Absolute learning rate. Exclusive with ``lr_scale``.
         lr_scale: Multiple of ``TrainingArguments.learning_rate``; 1 when neither is given.
         weight_decay: Weight decay; ``TrainingArguments.weight_decay`` when not given. Biases and
@@ -270,6 +276,7 @@ class GroupSpec:
     adamw_lr: float | None = None
     adamw_lr_scale: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    rows: RowSelection | str | Mapping[str, Any] | Sequence[Any] | None = None
 
     def __post_init__(self) -> None:
         group = self.name if isinstance(self.name, str) else None
@@ -289,6 +296,8 @@ class GroupSpec:
                 path=("name",),
             )
         set_field(self, "match", _patterns(self.match))
+        if self.rows is not None:
+            set_field(self, "rows", RowSelection.parse(self.rows))
         if self.lr is not None and self.lr_scale is not None:
             raise SpecError("give either 'lr' or 'lr_scale', not both", path=("lr",))
         for key in ("lr", "lr_scale", "weight_decay"):
@@ -332,6 +341,12 @@ class GroupSpec:
                 reason = "freeze: true" if self.freeze else "a learning rate of 0"
                 raise SpecError(
                     f"a group with {reason} is in no optimizer, so it cannot choose one", path=("optimizer",)
+                )
+            if self.optimizer == MUON and self.rows is not None:
+                raise SpecError(
+                    "Muon orthogonalises whole matrices, and a group with rows holds some rows of a matrix; "
+                    "choose optimizer: adamw for it",
+                    path=("optimizer",),
                 )
         adamw_lr, adamw_lr_scale = parse_adamw_rate(self.adamw_lr, self.adamw_lr_scale)
         object.__setattr__(self, "adamw_lr", adamw_lr)
@@ -395,6 +410,8 @@ class GroupSpec:
             "name": self.name,
             "match": self.match[0] if len(self.match) == 1 else list(self.match),
         }
+        if isinstance(self.rows, RowSelection):
+            result["rows"] = self.rows.to_spec()
         for key in ("lr", "lr_scale", "weight_decay", "layer_decay", "num_layers", "layer_stacks", "optimizer",
                     "adamw_lr", "adamw_lr_scale"):  # fmt: skip
             if getattr(self, key) is not None:

@@ -13,7 +13,8 @@ is most of the cost, and a DeepSpeed run of the tiny BERT takes about a second.
 4. ``empty_groups`` for each stage: groups emptied by the user's own freezing, before the trainer is built and
    after it; and a group whose only parameter has no elements.
 5. ``schedule`` for DDP and each stage: a group with its own warm-up and shape from step 0.
-6. ``refusals``: a later start, and group diagnostics through `LayerwiseTrainer` and through a stock Trainer.
+6. ``refusals``: a later start, group diagnostics through `LayerwiseTrainer` and through a stock Trainer, and a
+   group that takes rows of the word embeddings.
 7. ``zero_init``: the layout of a model that ZeRO-3 partitioned when it was built (``zero.Init``).
 
 Each rank writes what it saw to <output_dir>/deepspeed_rank<N>.json; rank 0 saves whole weights to
@@ -348,7 +349,15 @@ def refusals(output_dir: Path) -> dict[str, Any]:
         callbacks=[GroupDiagnosticsCallback()],
     )
     at_train_begin = refusal(stock.train)
+    fresh_accelerator_state()
+    rows_spec = [{"name": "new_rows", "match": "bert.embeddings.word_embeddings.weight", "rows": {"from": 60}}]
+    rows = refusal(
+        lambda: LayerwiseTrainer(
+            model=model(), args=arguments(output_dir / "rows", 2), train_dataset=data(), param_groups=rows_spec
+        )
+    )
     return {
+        "rows": rows,
         "later_start": later_start,
         "diagnostics_when_built": built,
         "diagnostics_at_train_begin": at_train_begin,

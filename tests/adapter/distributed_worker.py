@@ -8,6 +8,7 @@
 4. Groups that start later, under DDP, and the refusals of later starts where they cannot work
    (distributed_staged_worker.py).
 5. Muon and AdamW in one optimizer under DDP, and Muon refused on a model sharded by FSDP2.
+6. New vocabulary rows (a group with ``rows``) under DDP, and refused under FSDP2 (distributed_rows_worker.py).
 
 Each rank writes what it saw to <output_dir>/rank<N>.json for tests/adapter/test_distributed.py to compare.
 """
@@ -25,6 +26,7 @@ import torch.distributed as dist
 # helpers.py sits in tests/, one level up; torchrun puts only this file's own directory on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from distributed_rows_worker import run_rows_scenarios
 from distributed_staged_worker import run_staged_scenarios
 from helpers import RandomClassificationData, tiny_bert, training_args
 
@@ -173,6 +175,7 @@ def main(output_dir: Path) -> None:
     result["fsdp1"] = train_with_fsdp(1)
     result["staged"] = run_staged_scenarios(output_dir, rank, result["world_size"])
     result["muon"] = train_muon_with_ddp(output_dir)
+    result["rows"] = run_rows_scenarios(output_dir, rank)
     (output_dir / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
     # Leave together and tear the process group down: left to interpreter exit, gloo's threads can abort a
     # rank ("terminate called without an active exception", exit -6) after all its work is done.

@@ -306,6 +306,18 @@ def test_a_later_start_is_refused_under_deepspeed_with_the_reason(ranks):
         }
 
 
+def test_rows_of_a_matrix_are_refused_under_deepspeed_with_the_reason(ranks):
+    _, results = ranks
+    for result in results:
+        assert result["refusals"]["rows"] == {
+            "type": "SpecError",
+            "message": "groups[0].rows (group 'new_rows'): rows of a matrix are not supported under DeepSpeed: "
+            "DeepSpeed's ZeRO optimizers take only the model's own parameters (ZeRO 1 and 2 look each one up by the "
+            "model's parameter names, ZeRO 3 needs the attributes it puts on them), and stop on a row view with a "
+            "KeyError or an AttributeError; train row groups with DDP (or one device)",
+        }
+
+
 DIAGNOSTICS_REFUSAL = (
     "group diagnostics are not supported under DeepSpeed: it steps the optimizer inside its backward pass, before "
     "the Trainer's on_pre_optimizer_step, and its optimizer holds each group as this rank's slice of one flattened "

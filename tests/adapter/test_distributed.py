@@ -1,4 +1,5 @@
-"""Two processes on CPU (gloo) through torchrun: same groups on every rank, parameters in sync, FSDP, later starts."""
+"""Two processes on CPU (gloo) through torchrun: same groups on every rank, parameters in sync, FSDP, later starts,
+Muon, new vocabulary rows."""
 
 from __future__ import annotations
 
@@ -217,4 +218,62 @@ def test_muon_is_refused_on_a_model_sharded_by_fsdp2(ranks):
         assert result["muon"]["fsdp_refusal"].startswith(
             "muon (group 'default'): Muon is not supported under FSDP: it orthogonalises each weight matrix whole, "
             "and FSDP gives the optimizer row shards of each matrix"
+        )
+
+
+# New vocabulary rows (distributed_rows_worker.py): 4 rows added to a tiny Llama's embedding and LM head train with
+# a warm-up, the 32 old rows stay frozen, the body trains; weight decay, 2 accumulated micro-batches, clipping.
+
+
+@pytest.fixture(scope="module")
+def rows_reference(tmp_path_factory):
+    """The rows run in this process, on one device with the global batch of both ranks."""
+    from distributed_rows_worker import ROWS_SPEC, rows_arguments, rows_data, rows_model, save_base
+
+    from layerwise_trainer import LayerwiseTrainer
+
+    directory = tmp_path_factory.mktemp("rows_reference")
+    model = rows_model(save_base(directory / "base"))
+    trainer = LayerwiseTrainer(model=model, args=rows_arguments(directory, processes=1), param_groups=ROWS_SPEC,
+                               train_dataset=rows_data())  # fmt: skip
+    trainer.train()
+    return trainer.state.log_history, model.state_dict()
+
+
+def test_new_rows_train_under_ddp_and_the_old_rows_stay_bit_identical(ranks):
+    _, (first, second) = ranks
+    for result in (first["rows"], second["rows"]):
+        assert result["wrapped"] == "DistributedDataParallel"
+        assert result["old_rows_unchanged"] and result["new_rows_moved"]
+    assert first["rows"]["weights_sha256"] == second["rows"]["weights_sha256"]  # bit-identical replicas
+    entries = [entry for entry in first["rows"]["log_history"] if "loss" in entry]
+    linear_after_a_warm_up_of_1 = [0.0, 3 / 3, 2 / 3, 1 / 3]
+    assert [entry["learning_rate/new_tokens"] for entry in entries] == [1e-2 * f for f in linear_after_a_warm_up_of_1]
+
+
+def test_the_rows_ddp_run_matches_one_process_with_the_global_batch(ranks, rows_reference):
+    output_dir, (first, _) = ranks
+    reference_log, reference_weights = rows_reference
+    # As for the staged run: DDP averages two half-batch gradients, one process takes the whole batch's mean.
+    assert _losses(first["rows"]["log_history"]) == pytest.approx(_losses(reference_log), rel=1e-6, abs=0)
+    weights = torch.load(output_dir / "rows.pt")
+    assert weights.keys() == reference_weights.keys()
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, reference_weights[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_row_views_get_the_all_reduced_gradient_with_or_without_bucket_views(ranks):
+    _, (first, second) = ranks
+    by_hand = [result["rows"]["by_hand"] for result in (first, second)]
+    digests = {hand[flag]["weights_sha256"] for hand in by_hand for flag in ("True", "False")}
+    assert len(digests) == 1  # both ranks, gradient_as_bucket_view on and off: the same weights bit for bit
+    assert all(hand[flag]["old_row_gradients"] == [0.0] * 3 for hand in by_hand for flag in ("True", "False"))
+
+
+def test_rows_are_refused_on_a_model_sharded_by_fsdp2(ranks):
+    _, (first, second) = ranks
+    for result in (first, second):
+        assert result["rows"]["fsdp_refusal"].startswith(
+            "groups[0].rows (group 'new_tokens'): rows of a matrix are not supported under FSDP: FSDP shards each "
+            "matrix by rows over the ranks, and a slice of a sharded parameter is a new, replicated tensor"
         )

@@ -618,3 +618,25 @@ def test_a_cached_hub_id_still_plans_when_the_hub_cannot_be_reached(unreachable_
     status, out, err = run(["plan", "--model", "org/tiny-bert", "--spec", spec], capsys)
     assert (status, err) == (0, "")
     assert out.splitlines()[2].split()[:2] == ["head", "2"]
+
+
+def test_plan_counts_the_rows_of_a_row_group_and_names_what_rows_new_cannot_find(tmp_path, capsys):
+    model_dir = save_config("llama", tmp_path / "llama")  # a vocabulary of 30
+    matrices = ["model.embed_tokens.weight", "lm_head.weight"]
+    spec = json.dumps([{"name": "new_tokens", "match": matrices, "rows": {"from": 26}, "lr": 1e-2},
+                       {"name": "old_tokens", "match": matrices, "freeze": True}])  # fmt: skip
+    status, out, _ = run(["plan", "--model", str(model_dir), "--spec", spec], capsys)
+    assert status == 0
+    assert out.splitlines()[:4] == [
+        "group       tensors  parameters  rows     lr  weight decay  no-decay tensors  frozen  layer",
+        "----------  -------  ----------  ----  -----  ------------  ----------------  ------  -----",
+        "new_tokens        2         128     8   0.01             0                 0      no      -",
+        "old_tokens        2         832    52      0             -                 -     yes      -",
+    ]
+    status, _, err = run(["plan", "--model", str(model_dir), "--spec", spec.replace('{"from": 26}', '"new"')], capsys)
+    assert status == 2
+    assert err == (
+        "layerwise-trainer plan: error: groups[0].rows (group 'new_tokens'): 'model.embed_tokens.weight' has 30 rows, "
+        f"so there are no rows added to the vocabulary of {model_dir} (30 rows); add the tokens and resize the "
+        "embeddings first (model.resize_token_embeddings(len(tokenizer))), or give the rows\n"
+    )

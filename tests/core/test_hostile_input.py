@@ -260,6 +260,7 @@ def test_spec_keys_are_the_documented_ones():
     assert GROUP_KEYS == (
         "name",
         "match",
+        "rows",
         "lr",
         "lr_scale",
         "weight_decay",
