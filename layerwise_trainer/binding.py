@@ -25,65 +25,67 @@ optimizer state); a rank that did not would train a diverging replica, so such v
 from __future__ import annotations
 
 import dataclasses
+import operator
 import weakref
-from collections.abc import Mapping
 from types import MappingProxyType
 
 import torch.distributed as dist
 from torch import nn
 
 from .core.grouping import GroupPlan
-from .core.parameter_names import named_parameters_of, unwrap_data_parallel, user_facing_name, user_model, walk_modules
+from .core.parameter_names import (
+    named_parameters_of,
+    parameter_objects,
+    unwrap_data_parallel,
+    user_facing_names,
+    user_model,
+    walk_model,
+)
 from .errors import SpecError
+
+_requires_grad = operator.attrgetter("requires_grad")
 
 
 def _same_parameter_objects(plan: GroupPlan, model: nn.Module) -> bool:
     """Whether ``model`` holds exactly the plan's parameter objects, in the same order.
 
     The common case (``create_optimizer`` on the model the trainer was built with, or on that model wrapped
-    by DDP or ``torch.compile``) is told without building a single name: at 50,000 tensors the names cost
-    more than the rest of the mapping.
+    by DDP or ``torch.compile``) is told from the parameter objects alone, compared by identity in C: at
+    50,000 tensors, building their names too took as long again.
     """
+    walked = parameter_objects(model)
+    if walked is None:
+        return False  # a wrapper (FSDP1) that shows other parameters than its modules hold
     planned = list(plan.parameters.values())
-    seen: set[int] = set()
-    position = 0
-    stack = [model]
-    while stack:
-        module = stack.pop()
-        if type(module).named_parameters is not nn.Module.named_parameters:
-            return False  # a wrapper (FSDP1) that shows other parameters than its modules hold
-        for parameter in module._parameters.values():
-            if parameter is None or id(parameter) in seen:
-                continue
-            seen.add(id(parameter))
-            if position >= len(planned) or planned[position] is not parameter:
-                return False
-            position += 1
-        stack.extend(reversed([child for child in module._modules.values() if child is not None]))
-    return position == len(planned)
+    if len(walked) != len(planned):  # tied weights (or another model): each tensor once, at its first name
+        walked = list({id(parameter): parameter for parameter in walked}.values())
+    return len(walked) == len(planned) and all(map(operator.is_, walked, planned))
 
 
 def _parameters_by_name(model: nn.Module) -> dict[str, nn.Parameter] | None:
     """Each tensor of ``model`` under its first user-facing name; None when two tensors share a name."""
     unwrapped = unwrap_data_parallel(model)
+    raw_names, parameters = named_parameters_of(unwrapped, walk_model(unwrapped))
     by_name: dict[str, nn.Parameter] = {}
     seen: set[int] = set()
-    for raw_name, parameter in named_parameters_of(unwrapped, walk_modules(unwrapped)):
+    for name, parameter in zip(user_facing_names(raw_names), parameters, strict=True):
         if id(parameter) in seen:
             continue  # a tied weight's second name
         seen.add(id(parameter))
-        name = user_facing_name(raw_name)
         if name in by_name:
             return None
         by_name[name] = parameter
     return by_name
 
 
-def _same_freezing(plan: GroupPlan, parameters: Mapping[str, nn.Parameter]) -> bool:
+def _same_freezing(plan: GroupPlan) -> bool:
     """Whether the parameters the plan trains still train, and the ones the user froze are still frozen."""
-    if any(parameters[name].requires_grad for name in plan.frozen_before_training):
+    if any(map(_requires_grad, map(plan.parameters.__getitem__, plan.frozen_before_training))):
         return False
-    return all(parameters[name].requires_grad for group in plan.trainable_groups for name in group.parameter_names)
+    trained = (
+        parameters for group, parameters in zip(plan.groups, plan.group_parameters, strict=True) if not group.frozen
+    )
+    return all(all(map(_requires_grad, parameters)) for parameters in trained)
 
 
 def map_plan(plan: GroupPlan, model: nn.Module) -> GroupPlan | None:
@@ -98,13 +100,12 @@ def map_plan(plan: GroupPlan, model: nn.Module) -> GroupPlan | None:
         a trainable parameter of the plan is frozen now, or a parameter the user had frozen trains now.
     """
     if _same_parameter_objects(plan, model):
-        return plan if _same_freezing(plan, plan.parameters) else None
+        return plan if _same_freezing(plan) else None
     parameters = _parameters_by_name(model)
     if parameters is None or parameters.keys() != plan.parameters.keys():
         return None
-    if not _same_freezing(plan, parameters):
-        return None
-    return dataclasses.replace(plan, parameters=MappingProxyType(parameters))
+    mapped = dataclasses.replace(plan, parameters=MappingProxyType(parameters))
+    return mapped if _same_freezing(mapped) else None
 
 
 # Model -> the parameters the library froze in it (and has not given back).
