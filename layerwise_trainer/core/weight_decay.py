@@ -8,8 +8,9 @@ modules and every parameter whose lower-cased name matches ``bias``, ``layernorm
 Every alternative of that expression matches inside one segment of a name (none holds a dot, and the dots
 around ``norm`` are the segment's ends), so a name matches when one of its segments does: the walk decides
 each module's name once, from its parent's verdict and its own segment, and each parameter from its
-module's and its own key's (`STOCK_DECAY_RULE`). At 50,000 tensors that adds about a tenth to the walk,
-where lower-casing and searching every full name took about 70 ms (2 cores).
+module's and its own key's (`STOCK_DECAY_RULE`). At 50,000 tensors that adds nothing measurable to the walk
+that names the parameters, where lower-casing and searching every name took 33 ms, after a second walk
+(2 cores).
 """
 
 from __future__ import annotations
