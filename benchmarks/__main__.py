@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from .common import Settings, environment, render_markdown, write_results
+from .gpu_suite import DEFAULT_BUDGET, PART_LETTERS, run_suite
 
 BENCHMARKS = (
     "group_building",
@@ -16,6 +17,7 @@ BENCHMARKS = (
     "logging_cost",
     "staged_start",
     "diagnostics_cost",
+    "muon_step",
 )
 
 
@@ -35,7 +37,32 @@ def main(argv: list[str] | None = None) -> int:
         help=f"benchmarks to run: {', '.join(BENCHMARKS)}",
     )
     parser.add_argument("--output-dir", default="benchmarks/results", help="where to write the results")
+    parser.add_argument(
+        "--suite",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu: the benchmarks above (default); gpu: the GPU suite of benchmarks/gpu_suite.py, about 8 "
+        "minutes on one H200 with --device cuda, seconds with --smoke",
+    )
+    parser.add_argument(
+        "--parts", nargs="+", choices=PART_LETTERS, default=list(PART_LETTERS), help="GPU suite: the parts to run"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=DEFAULT_BUDGET, help="GPU suite: seconds after which no part starts"
+    )
     arguments = parser.parse_args(argv)
+    command = "python -m benchmarks " + " ".join(
+        shlex.quote(item) for item in (argv if argv is not None else sys.argv[1:])
+    )
+    if arguments.suite == "gpu":
+        if arguments.quick or arguments.full:
+            parser.error("the GPU suite has two sizes: the real one (no flag) and --smoke")
+        if arguments.device != "cuda" and not arguments.smoke:
+            parser.error("the GPU suite at full size needs --device cuda; on a CPU, run it with --smoke")
+        scale = "smoke" if arguments.smoke else "full"
+        return run_suite(
+            scale, arguments.device, arguments.output_dir, arguments.parts, arguments.budget, command.strip()
+        )
     settings = Settings(
         scale="full" if arguments.full else "smoke" if arguments.smoke else "quick", device=arguments.device
     )
@@ -46,9 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     for name in arguments.only:
         print(f"running {name} ({settings.scale}, {settings.device}) ...", file=sys.stderr, flush=True)
         results.append(importlib.import_module(f".{name}", __package__).run(settings))
-    command = "python -m benchmarks " + " ".join(
-        shlex.quote(item) for item in (argv if argv is not None else sys.argv[1:])
-    )
     env = environment(settings.device, settings.scale)
     json_path, markdown_path = write_results(results, env, command.strip(), arguments.output_dir)
     print(render_markdown(results, env, command.strip()))

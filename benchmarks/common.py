@@ -86,6 +86,8 @@ class BenchmarkResult:
     rows: list[dict[str, Any]]
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The raw measurements behind the rows (seconds per window, bytes), for the JSON only.
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_data(self) -> dict[str, Any]:
         data = asdict(self)
@@ -161,20 +163,27 @@ def render_markdown(results: Sequence[BenchmarkResult], env: Mapping[str, Any], 
         f"transformers {env['transformers']}.",
     ]
     for result in results:
-        lines += ["", f"## {result.title}", "", "| " + " | ".join(result.columns) + " |"]
+        lines += render_result(result)
+    return "\n".join(lines) + "\n"
+
+
+def render_result(result: BenchmarkResult) -> list[str]:
+    """One benchmark as Markdown lines: its title, its table, its targets and its notes."""
+    lines = ["", f"## {result.title}"]
+    if result.rows:
+        lines += ["", "| " + " | ".join(result.columns) + " |"]
         lines.append("|" + "|".join(" --- " for _ in result.columns) + "|")
         for row in result.rows:
             lines.append("| " + " | ".join(str(row.get(column, "")) for column in result.columns) + " |")
-        if result.targets:
-            lines.append("")
-            for target in result.targets:
-                mark = "met" if target.met else "MISSED"
-                lines.append(
-                    f"- {target.name}: {target.value:.3g} (target {target.comparison} {target.threshold:g}) — {mark}"
-                )
-        for note in result.notes:
-            lines += ["", note]
-    return "\n".join(lines) + "\n"
+    if result.targets:
+        lines.append("")
+        for target in result.targets:
+            mark = "met" if target.met else "MISSED"
+            goal = f"target {target.comparison} {target.threshold:g}"
+            lines.append(f"- {target.name}: {target.value:.3g} ({goal}) — {mark}")
+    for note in result.notes:
+        lines += ["", note]
+    return lines
 
 
 def write_results(

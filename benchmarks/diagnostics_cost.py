@@ -5,14 +5,17 @@ same with ``group_diagnostics=True``, all at ``logging_steps=10``, alternated wi
 times ten steps that hold exactly one logging step (its log entry included), so the ratio of the two
 `LayerwiseTrainer` runs is what the diagnostics add at that interval. To explain it, one logging step's
 diagnostics are also timed alone: the callback's hooks and the optimizer step they run in slices, on the
-same model, optimizer and groups with random gradients, against a plain optimizer step.
+same model, optimizer and groups with random gradients, against a plain optimizer step, and the ATen operations
+that logging step dispatches are counted against a plain step's (a GPU launches a kernel or a few for each
+operation that computes, and pays host time for every one: where a step is short, the count matters as much as
+the bytes moved).
 
 Memory: the peak above a logging step's start (from just before the gradient norms to the end of the step)
 with diagnostics on and off: peak RSS on a CPU (``/proc/self/status``, its peak reset through
 ``/proc/self/clear_refs``), the CUDA allocator's peak on a GPU. The bound is the largest slice
 `UpdateMeasurement` copies: max(64 MiB, the largest tensor with a gradient). It is checked by counting the
-bytes of every copy ``Tensor.clone`` makes during a measured step (``tracemalloc`` does not see torch's CPU
-tensors), for several slice limits and for an optimizer outside ``torch.optim`` (which copies every
+bytes of the copy buffers ``torch.empty`` makes during a measured step (``tracemalloc`` does not see torch's
+CPU tensors), for several slice limits and for an optimizer outside ``torch.optim`` (which copies every
 weight), and each measured step's weights are compared with a plain step's. The bound for a 7B model is
 computed from Llama-2-7B's shapes on the meta device.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
@@ -42,7 +46,7 @@ from transformers import (
 )
 
 from layerwise_trainer import LayerwiseTrainer, LayerwiseTrainingArguments, build_param_groups
-from layerwise_trainer.core.group_statistics import MAX_SLICE_BYTES, UpdateMeasurement
+from layerwise_trainer.core.group_statistics import COPY_ALIGNMENT, MAX_SLICE_BYTES, UpdateMeasurement
 
 from .common import BenchmarkResult, Settings, Spread, Target, interleaved
 from .models import TokenData, bert, llrd_spec
@@ -212,14 +216,31 @@ def _random_gradients(model: torch.nn.Module, seed: int = 0) -> None:
             parameter.grad = gradient.to(parameter.device)
 
 
+class OperationCount(TorchDispatchMode):
+    """While open: the ATen operations dispatched, and those of them that are not views (the ones that compute)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = self.computing = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func.namespace == "aten":
+            self.total += 1
+            self.computing += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
 @dataclass(frozen=True)
 class Alone:
-    """One logging step's diagnostics timed alone, per round: each part and the plain step, in seconds."""
+    """One logging step's diagnostics timed alone, per round: each part and the plain step, in seconds; and the
+    ATen operations of one logging step and of one plain step, ``(that compute, in all)``."""
 
     plain_step: list[float]
     gradient_norms: list[float]
     sliced_step: list[float]
     after_step: list[float]
+    logging_operations: tuple[int, int] = (0, 0)
+    plain_operations: tuple[int, int] = (0, 0)
 
     @property
     def extra(self) -> list[float]:
@@ -272,39 +293,47 @@ def _diagnostics_alone(sizes: Sizes, device: str) -> Alone:
 
     for untimed in (plain, logging_step):  # the first step creates the optimizer state
         untimed()
-    alone = Alone([], [], [], [])
+    with OperationCount() as plain_operations:
+        plain()
+    with OperationCount() as logging_operations:
+        logging_step()
+    counts = {
+        "logging_operations": (logging_operations.computing, logging_operations.total),
+        "plain_operations": (plain_operations.computing, plain_operations.total),
+    }
+    alone = Alone([], [], [], [], **counts)
     interleaved({"plain": plain, "logging": logging_step}, sizes.alone_repeats)
     callback.on_train_end(args, state, control)
     return alone
 
 
 class CopyCount:
-    """While open: the bytes of the tensors ``Tensor.clone`` made that are still alive, and their peak.
+    """While open: the bytes of the tensors ``torch.empty`` made that are still alive, and their peak.
 
-    The snapshots `UpdateMeasurement` takes of the weights are made with ``clone``; torch's CPU allocator is
-    invisible to ``tracemalloc``, so the copies are counted as they are made and as their tensors are freed.
+    `UpdateMeasurement` copies the weights into flat buffers it makes with ``torch.empty``; torch's CPU allocator
+    is invisible to ``tracemalloc``, so the buffers are counted as they are made and as their tensors are freed.
     A tensor that torch keeps alive longer is counted longer: the peak can only read high.
     """
 
     def __init__(self) -> None:
         self.live = self.peak = 0
-        self._original = torch.Tensor.clone
+        self._original = torch.empty
 
     def __enter__(self) -> CopyCount:
         original = self._original
 
-        def clone(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-            made = original(tensor, *args, **kwargs)
+        def empty(*args: Any, **kwargs: Any) -> torch.Tensor:
+            made = original(*args, **kwargs)
             nbytes = made.numel() * made.element_size()
             self._made(nbytes)
             weakref.finalize(made, self._freed, nbytes)
             return made
 
-        torch.Tensor.clone = clone  # type: ignore[method-assign]
+        torch.empty = empty  # type: ignore[assignment]
         return self
 
     def __exit__(self, *exception: object) -> None:
-        torch.Tensor.clone = self._original  # type: ignore[method-assign]
+        torch.empty = self._original  # type: ignore[assignment]
 
     def _made(self, nbytes: int) -> None:
         self.live += nbytes
@@ -372,7 +401,9 @@ def _measured_case(
     identical = all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True))
     trained = [p for group in measured.param_groups for p in group["params"] if p.grad is not None]
     largest = max(p.numel() * p.element_size() for p in trained)
-    bound = max(limit, largest) if measurement.steps_in_slices else _weight_bytes(trained)
+    # Stepped whole: every weight, each copy starting on a multiple of COPY_ALIGNMENT bytes.
+    padding = (COPY_ALIGNMENT - 1) * len(trained)
+    bound = max(limit, largest) if measurement.steps_in_slices else _weight_bytes(trained) + padding
     extra = None if device != "cuda" or None in (plain_peak, measured_peak) else measured_peak - plain_peak
     return Copies(label, count.peak, bound, _weight_bytes(trained), extra, identical)
 
@@ -472,6 +503,10 @@ def _time_rows(timing: Timing) -> list[dict[str, str]]:
             "... in all, less a plain step", Spread.of(alone.extra).text("ms", 1e3),
             f"{timing.share * 100:.2f} % of 10 steps without diagnostics",
         ),
+        _row(
+            "one logging step's ATen operations: that compute, in all (views included)",
+            "{:,}, {:,}".format(*alone.logging_operations), "a plain step: {:,}, {:,}".format(*alone.plain_operations),
+        ),
     ]  # fmt: skip
 
 
@@ -547,9 +582,9 @@ def run(settings: Settings) -> BenchmarkResult:
             f"optimizer step of logging step {LOGGING_STEPS}, on the same model and groups with random gradients, "
             f"{sizes.alone_repeats} rounds alternated with a plain optimizer step.",
             "Memory of a logging step: the peak from just before the gradient norms to the step's end, above the "
-            "memory in use at its start, in the last round. Copies: the bytes of the tensors Tensor.clone makes "
+            "memory in use at its start, in the last round. Copies: the bytes of the copy buffers torch.empty makes "
             "during one measured optimizer step (AdamW, fused) that are alive at once, at their peak; the bound is "
-            "max(the slice limit, the largest tensor with a gradient), or every such weight for an optimizer "
-            "outside torch.optim.",
+            "max(the slice limit, the largest tensor with a gradient), or, for an optimizer outside torch.optim, "
+            "every such weight with up to 15 bytes per tensor that align each copy on 16 bytes.",
         ],
     )

@@ -54,6 +54,8 @@ _EXPORTS = {
     "PlannedGroup": "core.grouping",
     "GroupScheduler": "core.group_scheduler",
     "GroupRateFactor": "core.group_scheduler",
+    "HybridOptimizer": "core.hybrid_optimizer",
+    "MuonSettings": "core.muon",
     "detect_layers": "core.layer_ids",
     "LayerMap": "core.layer_ids",
     "group_learning_rates": "core.log_keys",
@@ -74,8 +76,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; tests/test_architecture.py keep
     from .core.group_scheduler import GroupRateFactor, GroupScheduler
     from .core.group_table import plan_to_data, render_table
     from .core.grouping import GroupPlan, PlannedGroup, resolve_groups
+    from .core.hybrid_optimizer import HybridOptimizer
     from .core.layer_ids import LayerMap, detect_layers
     from .core.log_keys import group_learning_rates
+    from .core.muon import MuonSettings
     from .core.optimizer_state_transfer import GroupTransfer, StateTransfer
     from .core.spec import (
         MAX_GROUPS,

@@ -19,7 +19,8 @@ So the library remembers, per model, which parameters it froze. A new trainer gi
 trains. Parameters the user froze are never touched.
 
 **Every rank.** Under ``torch.distributed`` every process must build the same groups (and load the same
-optimizer state); a rank that did not would train a diverging replica, so such values are compared.
+optimizer state); a rank that did not would train a diverging replica, so such values are compared. A value
+decided during training (a start on a plateau) is decided on rank 0 alone and given to every rank.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from __future__ import annotations
 import dataclasses
 import operator
 import weakref
+from collections.abc import Callable
 from types import MappingProxyType
+from typing import TypeVar
 
 import torch.distributed as dist
 from torch import nn
@@ -154,6 +157,15 @@ def give_back_frozen(model: nn.Module) -> int:
     return len(frozen)
 
 
+def is_sharded(model: nn.Module | None) -> bool:
+    """Whether the model was wrapped in FSDP (``fully_shard`` or ``FullyShardedDataParallel``) before the Trainer."""
+    if model is None or not dist.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    return any(isinstance(module, (FSDPModule, FullyShardedDataParallel)) for module in model.modules())
+
+
 def is_distributed() -> bool:
     """Whether this process is one of two or more in an initialised ``torch.distributed`` group."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -181,3 +193,34 @@ def check_same_on_every_rank(value: str, what: str) -> None:
             by_value.setdefault(rank_value, []).append(rank)
         listing = "; ".join(f"ranks {ranks}: {str(key)[:12]}" for key, ranks in by_value.items())
         raise SpecError(f"{what} differ between processes ({listing}); every rank must see the same model and spec")
+
+
+DecisionT = TypeVar("DecisionT")
+
+
+def decided_on_rank_0(decide: Callable[[], DecisionT]) -> DecisionT:
+    """``decide()``, run on rank 0 alone and its result given to every rank (a collective: every rank calls it).
+
+    Outside an initialised ``torch.distributed`` group of two or more ranks, just ``decide()``. The result must
+    pickle (``broadcast_object_list``).
+
+    Raises:
+        Exception: What ``decide()`` raised, on rank 0; on the other ranks a ``RuntimeError`` that quotes it, so
+            that no rank is left waiting in a collective.
+    """
+    if not is_distributed():
+        return decide()
+    payload: list[object] = [None, None]
+    failure: Exception | None = None
+    if dist.get_rank() == 0:
+        try:
+            payload[0] = decide()
+        except Exception as error:  # every rank must leave the broadcast; rank 0 raises it below
+            failure = error
+            payload[1] = f"{type(error).__name__}: {error}"
+    dist.broadcast_object_list(payload, src=0)
+    if failure is not None:
+        raise failure
+    if payload[1] is not None:
+        raise RuntimeError(f"rank 0 failed to decide: {payload[1]}")
+    return payload[0]  # type: ignore[return-value]

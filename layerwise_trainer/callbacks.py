@@ -25,6 +25,12 @@ norms are of the whole tensors on every rank: FSDP2's DTensor norms are reduced 
 flat-shard views summed over their process group. FSDP1 with some trained parameters sharded and others
 whole (a ``NO_SHARD`` unit or an ignored module beside sharded ones) is refused when training begins.
 
+Under DeepSpeed they are refused when the callback is attached (or, passed to the Trainer directly, when training
+begins): DeepSpeed steps its optimizer inside the backward pass, before ``on_pre_optimizer_step``, and that
+optimizer holds each group as this rank's slice of one flattened tensor, so a group's gradients, update and
+weights cannot be read there. (Unrefused, with DeepSpeed 0.19.8 the callback stopped at ``on_train_begin`` with
+an ``AttributeError`` from accelerate's optimizer wrapper, which lacks torch's step hooks.)
+
 The Trainer computes its ``grad_norm`` (unscaling the gradients under loss scaling) and clips before
 ``on_pre_optimizer_step``. The callback reads the gradients there; with clipping on, every gradient was
 multiplied by one factor, which the Trainer's pre-clip ``grad_norm`` gives back at ``on_log``.
@@ -42,7 +48,16 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from .core.group_statistics import UpdateMeasurement, grouped_norms, parameters_with_gradients, summed_over_ranks
+from .core.group_statistics import (
+    GRADIENT,
+    UPDATE,
+    WEIGHT,
+    WEIGHT_BEFORE,
+    SquaredNorms,
+    UpdateMeasurement,
+    parameters_with_gradients,
+    summed_over_ranks,
+)
 from .core.log_keys import (
     GRAD_NORM_PREFIX,
     LEARNING_RATE_KEY,
@@ -57,6 +72,12 @@ from .core.log_keys import (
 
 logger = logging.getLogger(__name__)
 _MISSING = object()
+_DEEPSPEED_REFUSAL = (
+    "group diagnostics are not supported under DeepSpeed: it steps the optimizer inside its backward pass, before "
+    "the Trainer's on_pre_optimizer_step, and its optimizer holds each group as this rank's slice of one flattened "
+    "tensor, not the model's parameters, so no group's gradient, update or weight norm can be read there; turn "
+    "group_diagnostics off (the Trainer still logs grad_norm and every group's learning rate)"
+)
 
 
 def _same(left: Any, right: Any) -> bool:
@@ -231,6 +252,18 @@ def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
     return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
 
 
+def _is_deepspeed_optimizer(optimizer: Any) -> bool:
+    """Whether ``optimizer`` is accelerate's wrapper of a DeepSpeed engine's optimizer, or holds a DeepSpeed one."""
+    for _ in range(8):  # wrappers nest a few deep; bounded in case one holds itself
+        if optimizer is None:
+            return False
+        kind = type(optimizer)
+        if kind.__name__ == "DeepSpeedOptimizerWrapper" or kind.__module__.startswith("deepspeed."):
+            return True
+        optimizer = getattr(optimizer, "optimizer", None)
+    return False
+
+
 def _fsdp1_shards(model: Any) -> dict[int, tuple[Any, torch.device]]:
     """``id(parameter) -> (process group, device)`` for every parameter that FSDP1 shards in ``model``."""
     from torch.distributed.fsdp import FullyShardedDataParallel
@@ -298,12 +331,12 @@ def _hyperparameters(group: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-def _combine(names: list[str], values: list[float]) -> dict[str, float]:
-    """Norms of the groups that share a name, combined: the square root of the sum of their squares."""
-    squares: dict[str, float] = {}
-    for name, value in zip(names, values, strict=True):
-        squares[name] = squares.get(name, 0.0) + value * value
-    return {name: math.sqrt(square) for name, square in squares.items()}
+def _combine(names: list[str], squares: Sequence[float]) -> dict[str, float]:
+    """Norms by name from the squared norms of the groups: the square root of the sum over the groups of a name."""
+    sums: dict[str, float] = {}
+    for name, square in zip(names, squares, strict=True):
+        sums[name] = sums.get(name, 0.0) + square
+    return {name: math.sqrt(square) for name, square in sums.items()}
 
 
 class GroupDiagnosticsCallback(TrainerCallback):
@@ -314,13 +347,15 @@ class GroupDiagnosticsCallback(TrainerCallback):
     ``LayerwiseTrainingArguments.group_diagnostics`` is true; with a stock Trainer, install it with `attach`
     so that the reporting integrations see its keys.
 
-    Memory: measuring an update copies the weights of one slice of at most 64 MiB at a time for the
-    optimizers of ``torch.optim`` (see `group_statistics`); any other optimizer copies every weight that has
-    a gradient on a logging step.
+    Cost: a logging step's norms are read back from the device once. Measuring an update copies the weights of
+    one slice at a time, at most max(64 MiB, the largest tensor with a gradient), for the optimizers of
+    ``torch.optim`` and any class that declares ``steps_each_parameter_alone = True`` (see `group_statistics`);
+    any other optimizer copies every weight that has a gradient on a logging step.
 
     Raises:
         ValueError: At ``on_train_begin``, under FSDP1 with some trained parameters sharded and others whole
-            on every rank, or sharded over several process groups.
+            on every rank, or sharded over several process groups; under DeepSpeed, at `attach` or at
+            ``on_train_begin``.
 
     Example:
         ```python
@@ -333,7 +368,8 @@ class GroupDiagnosticsCallback(TrainerCallback):
     def __init__(self) -> None:
         self._measurement: UpdateMeasurement | None = None
         self._step: int | None = None
-        self._grad_norms: list[float] = []
+        self._norms: SquaredNorms | None = None
+        self._grad_norms: dict[str, float] = {}
         self._names: list[str] = []
         self._entry: dict[str, float] = {}
         self._first_hyperparameters: dict[str, dict[str, float]] = {}
@@ -342,7 +378,13 @@ class GroupDiagnosticsCallback(TrainerCallback):
 
     @classmethod
     def attach(cls, trainer: Any, callback: GroupDiagnosticsCallback | None = None) -> GroupDiagnosticsCallback:
-        """Install the callback first in ``trainer``'s callbacks, so every reporting integration sees its keys."""
+        """Install the callback first in ``trainer``'s callbacks, so every reporting integration sees its keys.
+
+        Raises:
+            ValueError: The trainer runs DeepSpeed.
+        """
+        if getattr(trainer, "is_deepspeed_enabled", False):
+            raise ValueError(_DEEPSPEED_REFUSAL)
         return install_first(trainer, callback or cls())
 
     def on_train_begin(
@@ -354,6 +396,8 @@ class GroupDiagnosticsCallback(TrainerCallback):
         model: Any = None,
         **kwargs: Any,
     ) -> None:
+        if _is_deepspeed_optimizer(optimizer):
+            raise ValueError(_DEEPSPEED_REFUSAL)
         if self._measurement is not None:
             self._measurement.remove()
             self._measurement = None
@@ -363,8 +407,9 @@ class GroupDiagnosticsCallback(TrainerCallback):
             self._measurement = UpdateMeasurement(inner)
             if not self._measurement.steps_in_slices:
                 logger.info(
-                    "update_ratio: %s is not a torch.optim optimizer, so a logging step copies every weight "
-                    "with a gradient (not one 64 MiB slice at a time)",
+                    "update_ratio: %s is not a torch.optim optimizer and does not declare "
+                    "steps_each_parameter_alone = True, so a logging step copies every weight with a gradient "
+                    "(not one slice of 64 MiB or the largest tensor at a time)",
                     type(inner).__name__,
                 )
         self._first_hyperparameters = {}
@@ -401,8 +446,9 @@ class GroupDiagnosticsCallback(TrainerCallback):
             return
         _unscale(optimizer, inner)
         self._names = _group_names(inner.param_groups)
-        self._grad_norms = self._norms(
-            [[p.grad for p in params] for params in parameters_with_gradients(inner.param_groups)]
+        self._norms = SquaredNorms()  # read back once, after the step
+        self._norms.add_groups(
+            GRADIENT, [[p.grad for p in params] for params in parameters_with_gradients(inner.param_groups)]
         )
         if self._measurement is not None:
             self._measurement.arm()
@@ -417,29 +463,36 @@ class GroupDiagnosticsCallback(TrainerCallback):
         **kwargs: Any,
     ) -> None:
         inner = _torch_optimizer(optimizer)
-        if self._step is None or inner is None:
+        measured = self._measurement.take() if self._measurement is not None else None
+        norms, self._norms = self._norms, None
+        if self._step is None or inner is None or norms is None:
             return
         names = self._names
-        weights = self._norms([list(group["params"]) for group in inner.param_groups])
-        entry = {PARAM_NORM_PREFIX + name: value for name, value in _combine(names, weights).items()}
-        results = self._measurement.results if self._measurement is not None else None
-        if results is not None:
-            updates = _combine(names, self._across_ranks([update for update, _ in results]))
-            before = _combine(names, self._across_ranks([weight for _, weight in results]))
+        norms.add_groups(WEIGHT, [list(group["params"]) for group in inner.param_groups])
+        if measured is not None:
+            norms.extend(measured)
+        by_metric = self._read(norms, names)
+        self._grad_norms = by_metric[GRADIENT]
+        entry = {PARAM_NORM_PREFIX + name: value for name, value in by_metric[WEIGHT].items()}
+        if measured is not None:
+            updates, before = by_metric[UPDATE], by_metric[WEIGHT_BEFORE]
             for name in updates:
                 entry[UPDATE_RATIO_PREFIX + name] = updates[name] / before[name] if before[name] > 0 else 0.0
         entry.update(self._hyperparameter_entries(names, inner.param_groups))
         self._entry = entry
 
-    def _norms(self, groups: list[list[Any]]) -> list[float]:
-        return self._across_ranks(grouped_norms(groups))
+    def _read(self, norms: SquaredNorms, names: list[str]) -> dict[str, dict[str, float]]:
+        """Every metric's norms by group name, read back at once (FSDP1: with one sum over the ranks)."""
+        metrics, count = (GRADIENT, WEIGHT, UPDATE, WEIGHT_BEFORE), len(names)
+        squares = self._across_ranks(norms.sums([(metric, index) for metric in metrics for index in range(count)]))
+        return {metric: _combine(names, squares[i * count : (i + 1) * count]) for i, metric in enumerate(metrics)}
 
-    def _across_ranks(self, norms: list[float]) -> list[float]:
-        """FSDP1 shards: every rank's squares summed (FSDP2's DTensors are reduced when their norms are taken)."""
+    def _across_ranks(self, squares: list[float]) -> list[float]:
+        """FSDP1 shards: every rank's squares summed (FSDP2's DTensors are reduced when their norms are read)."""
         if self._shard_reduction is None:
-            return norms
+            return squares
         process_group, device = self._shard_reduction
-        return summed_over_ranks(norms, device, process_group)
+        return summed_over_ranks(squares, device, process_group)
 
     def _hyperparameter_entries(self, names: list[str], param_groups: list[dict[str, Any]]) -> dict[str, float]:
         """Hyperparameters that differ between groups or changed since the first logging step (kept once logged)."""
@@ -475,11 +528,10 @@ class GroupDiagnosticsCallback(TrainerCallback):
         if logs is None or LEARNING_RATE_KEY not in logs or self._step != state.global_step:
             return
         entry = dict(self._entry)
-        grad_norms = _combine(self._names, self._grad_norms)
         entry.update(
             {
                 GRAD_NORM_PREFIX + name: value
-                for name, value in self._gradient_norms_before_clipping(args, logs, grad_norms).items()
+                for name, value in self._gradient_norms_before_clipping(args, logs, self._grad_norms).items()
             }
         )
         add_to_log_entry(state, logs, entry)

@@ -34,7 +34,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,17 @@ from transformers import Trainer
 
 from .binding import check_same_on_every_rank
 from .core.grouping import GroupPlan
+from .core.hybrid_optimizer import HybridOptimizer
+from .core.muon import OPTIMIZER_KEY, TRAINER
 from .core.optimizer_state_transfer import NOT_PER_PARAMETER, StateTransfer, StateTransferError, transfer_state
+from .core.parameter_names import whole_shape
 from .core.spec import json_ready
 from .errors import SpecError, some_names
-from .optimizer_choice import plan_inputs_for_arguments
+from .optimizer_choice import PlanInputs, plan_inputs_for_arguments
 from .schedulers import ScheduleNotCarried, continue_schedule
 
 logger = logging.getLogger(__name__)
+HYBRID_CLASS = f"{HybridOptimizer.__module__}.{HybridOptimizer.__qualname__}"
 
 LAYOUT_FILE = "param_groups_layout.json"
 LAYOUT_VERSION = 2
@@ -80,13 +84,22 @@ def optimizer_layout(optimizer_cls: type, optimizer_kwargs: Mapping[str, Any]) -
 
     Returns:
         ``{"class": "module.Class", "kwargs": {...}}``, with the kernel choices (``foreach``, ``fused``,
-        ``capturable``, ``differentiable``) and ``lr`` left out, and values that are not plain JSON as text.
+        ``capturable``, ``differentiable``) and ``lr`` left out, and values that are not plain JSON as text; for
+        a `HybridOptimizer`, ``kwargs`` holds ``algorithms``: each algorithm's part, by name.
     """
-    kwargs = {
-        key: json_ready(value) if isinstance(value, (bool, int, float, str, tuple, type(None))) else repr(value)
-        for key, value in sorted(optimizer_kwargs.items())
-        if key not in KERNEL_CHOICES and key != "lr"  # `lr` is in every group's rate already
-    }
+    algorithms = optimizer_kwargs.get("algorithms")
+    if isinstance(algorithms, Mapping):  # a HybridOptimizer: each algorithm's own part
+        kwargs: dict[str, Any] = {
+            "algorithms": {
+                name: optimizer_layout(cls, cls_kwargs) for name, (cls, cls_kwargs) in sorted(algorithms.items())
+            }
+        }
+    else:
+        kwargs = {
+            key: json_ready(value) if isinstance(value, (bool, int, float, str, tuple, type(None))) else repr(value)
+            for key, value in sorted(optimizer_kwargs.items())
+            if key not in KERNEL_CHOICES and key != "lr"  # `lr` is in every group's rate already
+        }
     return {"class": f"{optimizer_cls.__module__}.{optimizer_cls.__qualname__}", "kwargs": kwargs}
 
 
@@ -104,8 +117,8 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
 
     Returns:
         ``{"version", "hash", "groups", "frozen", "optimizer"}``: ``groups`` lists the optimizer param
-        groups in order (name, lr, weight_decay, options, parameters as ``[name, shape]``, and ``timing``
-        for a group with its own start or schedule), ``frozen``
+        groups in order (name, lr, weight_decay, options, parameters as ``[name, shape]`` with the whole
+        shape of a ZeRO-3 partition, and ``timing`` for a group with its own start or schedule), ``frozen``
         the frozen groups' names, ``optimizer`` the optimizer's class and state-shaping keyword
         arguments; ``hash`` is the SHA-256 of ``groups`` and ``optimizer``.
     """
@@ -115,9 +128,10 @@ def plan_layout(plan: GroupPlan, optimizer: Mapping[str, Any] | None = None) -> 
             "lr": group.lr,
             "weight_decay": group.weight_decay,
             "options": {key: json_ready(value) for key, value in sorted(group.options.items())},
-            "parameters": [[name, list(plan.parameters[name].shape)] for name in group.parameter_names],
+            "parameters": [[name, list(whole_shape(plan.parameters[name]))] for name in group.parameter_names],
             # Only scheduled groups carry it, so that a spec without schedule keys keeps its earlier hash.
             **({"timing": group.timing.to_data()} if group.timing is not None else {}),
+            **({"optimizer": group.optimizer} if group.optimizer is not None else {}),
         }
         for group in plan.trainable_groups
     ]
@@ -195,9 +209,11 @@ def _names(parameters: list[list[Any]]) -> list[str]:
 
 def _group_differences(label: str, saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     found = []
-    for key in ("lr", "weight_decay", "options"):
-        if saved[key] != current[key]:
-            found.append(f"{label}: {key} {saved[key]!r} in the checkpoint, {current[key]!r} now")
+    for key in ("optimizer", "lr", "weight_decay", "options"):
+        # Only `optimizer` may be absent: a group the Trainer's optim alone steps.
+        before, now = saved.get(key, "optim"), current.get(key, "optim")
+        if before != now:
+            found.append(f"{label}: {key} {before!r} in the checkpoint, {now!r} now")
     if saved.get("timing") != current.get("timing"):
         trainers = "the Trainer's schedule"
         found.append(
@@ -459,10 +475,29 @@ def _hyperparameters(group: Mapping[str, Any], extra: Mapping[str, Any]) -> dict
     return {"lr": group["lr"], "weight_decay": group["weight_decay"], **extra, **group.get("options", {})}
 
 
+def _algorithm_of(optimizer: Mapping[str, Any] | None, group: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The optimizer part (class and arguments) that steps a layout group: its algorithm's, in a hybrid."""
+    if optimizer is None:
+        return None
+    algorithms = optimizer.get("kwargs", {}).get("algorithms")
+    if isinstance(algorithms, Mapping) and group.get(OPTIMIZER_KEY) in algorithms:
+        return dict(algorithms[group[OPTIMIZER_KEY]])
+    return dict(optimizer)
+
+
 def layout_groups(layout: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A layout's groups with their ``hyperparameters``: lr, weight decay, options and optimizer arguments."""
-    kwargs = (layout.get("optimizer") or {}).get("kwargs", {})
-    return [{**group, "hyperparameters": _hyperparameters(group, kwargs)} for group in layout["groups"]]
+    """A layout's groups with their ``algorithm`` (the class that steps them, for a state's compatibility) and
+    ``hyperparameters``: lr, weight decay, options and that optimizer's arguments."""
+    groups = []
+    for group in layout["groups"]:
+        algorithm = _algorithm_of(layout.get("optimizer"), group)
+        kwargs = {} if algorithm is None else algorithm.get("kwargs", {})
+        groups.append({
+            **group,
+            "algorithm": None if algorithm is None else algorithm["class"],
+            "hyperparameters": _hyperparameters(group, kwargs),
+        })  # fmt: skip
+    return groups
 
 
 def stock_layout_groups(
@@ -531,7 +566,8 @@ def _check_same_optimizer(checkpoint: Any, saved_layout: Mapping[str, Any] | Non
     current_class = (current.get("optimizer") or {}).get("class")
     if current_class in NOT_PER_PARAMETER:
         raise _refused(checkpoint, f"{current_class} keeps its state for all parameters together, not per parameter")
-    if saved_class is not None and current_class is not None and saved_class != current_class:
+    hybrid = HYBRID_CLASS in (saved_class, current_class)  # a hybrid's states are compared per parameter
+    if saved_class is not None and current_class is not None and saved_class != current_class and not hybrid:
         raise _refused(
             checkpoint,
             f"it was saved with {saved_class} and the optimizer now is {current_class}: their states hold "
@@ -573,6 +609,11 @@ def plan_transfer(
         _check_stock_reconstruction(checkpoint, saved_state, saved_groups, "this model")
     else:
         saved_groups = layout_groups(saved_layout)
+    # A checkpoint that recorded no optimizer passed the hyperparameter check: the Trainer's optim saved it.
+    assumed = _algorithm_of(current_layout.get("optimizer"), {OPTIMIZER_KEY: TRAINER})
+    for group in saved_groups:
+        if group.get("algorithm") is None:
+            group["algorithm"] = None if assumed is None else assumed["class"]
     try:
         return transfer_state(
             saved_state,
@@ -589,7 +630,12 @@ def report_text(transfer: StateTransfer, checkpoint: Any) -> str:
     """The report: a heading line, the per-group table, and the reshaped and dropped parameters by name."""
     lines = [f"Optimizer state carried by parameter name from {checkpoint}:", "", transfer.table()]
     for group in transfer.groups:
-        for kind, names in (("reshaped (started fresh)", group.reshaped), ("dropped", group.dropped)):
+        lists = (
+            ("reshaped (started fresh)", group.reshaped),
+            ("switched optimizer (started fresh)", group.switched),
+            ("dropped", group.dropped),
+        )
+        for kind, names in lists:
             if names:
                 lines.append(f"- {group.label}: {kind}: {', '.join(names)}")
     return "\n".join(lines) + "\n"
@@ -657,8 +703,21 @@ def resume_with_transfer(
     return transfer
 
 
+def _group_defaults(inputs: PlanInputs) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """What the optimizer fills into a param group it is given (per algorithm, for a `HybridOptimizer`)."""
+    algorithms = inputs.optimizer_kwargs.get("algorithms")
+    stand_in = [torch.zeros(1, 1, requires_grad=True)]  # 2-D: Muon takes nothing else
+    if isinstance(algorithms, Mapping):
+        by_name = {name: dict(cls(stand_in, **kwargs).defaults) for name, (cls, kwargs) in algorithms.items()}
+        return lambda group: {**by_name[group[OPTIMIZER_KEY]], OPTIMIZER_KEY: group[OPTIMIZER_KEY]}
+    defaults = (
+        {} if inputs.optimizer_cls is None else dict(inputs.optimizer_cls(stand_in, **inputs.optimizer_kwargs).defaults)
+    )
+    return lambda group: defaults
+
+
 def preview_transfer(
-    checkpoint: str | os.PathLike[str], plan: GroupPlan, model: nn.Module, args: Any
+    checkpoint: str | os.PathLike[str], plan: GroupPlan, model: nn.Module, args: Any, spec: Any = None
 ) -> StateTransfer | None:
     """What resuming from ``checkpoint`` with ``plan`` would carry, start fresh and drop, without training.
 
@@ -667,6 +726,7 @@ def preview_transfer(
         plan: The plan the spec gives (its model may be on the meta device).
         model: The model (for the optimizer choice and the stock Trainer's decay rule).
         args: The training arguments the optimizer is chosen from (``optim``, ``learning_rate``, ...).
+        spec: The spec the plan was resolved from (one that chooses optimizers is built as a `HybridOptimizer`).
 
     Returns:
         The transfer (its state dict is not loaded anywhere), or None when the checkpoint was saved with
@@ -675,13 +735,11 @@ def preview_transfer(
     Raises:
         CheckpointLayoutError: The checkpoint has no optimizer state, or it cannot be carried by name.
     """
-    inputs = plan_inputs_for_arguments(args, model)
+    inputs = plan_inputs_for_arguments(args, model, spec=spec)
     optimizer_part = None
-    defaults: dict[str, Any] = {}
     if inputs.optimizer_cls is not None:
         optimizer_part = optimizer_layout(inputs.optimizer_cls, inputs.optimizer_kwargs)
-        stand_in = torch.zeros(1, requires_grad=True)
-        defaults = dict(inputs.optimizer_cls([stand_in], **inputs.optimizer_kwargs).defaults)
+    defaults_of = _group_defaults(inputs)
     layout = plan_layout(plan, optimizer_part)
     if layout_matches(checkpoint, layout):
         return None
@@ -690,7 +748,7 @@ def preview_transfer(
     param_groups, index = [], 0
     for group in plan.optimizer_param_groups():
         count = len(group["params"])
-        param_groups.append({**defaults, **group, "params": list(range(index, index + count))})
+        param_groups.append({**defaults_of(group), **group, "params": list(range(index, index + count))})
         index += count
     saved_state = load_saved_state(checkpoint, OPTIMIZER_FILE)
     decay_names = stock_decay_names(model)

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .binding import is_sharded
 from .core.grouping import GroupPlan, resolve_groups
+from .core.hybrid_optimizer import Algorithm, HybridOptimizer
+from .core.muon import ADAMW, MUON, MUON_OPTIONS, TRAINER, MuonSettings
 from .core.optimizer_options import optimizer_hyperparameters
-from .core.spec import SpecSource
+from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .errors import SpecError
 
 if TYPE_CHECKING:
@@ -60,7 +63,8 @@ def check_optimizer_takes_groups(optimizer_cls: Any, optimizer_kwargs: Mapping[s
         label: The optimizer's name for the message (the ``optim`` value or the class name).
 
     Raises:
-        SpecError: ``optimizer_cls`` is a factory (Muon, Dion) or the kwargs carry their own params (for
+        SpecError: ``optimizer_cls`` is a factory (Dion; a Muon factory builds the hybrid instead, see
+            `plan_inputs_for_arguments`) or the kwargs carry their own params (for
             ``optimizer_dict``, the param groups sentence-transformers' Trainers return, the message names
             the ready Trainer for them).
     """
@@ -76,10 +80,10 @@ def check_optimizer_takes_groups(optimizer_cls: Any, optimizer_kwargs: Mapping[s
         )
     if not is_class and not carried:
         raise SpecError(
-            f"optimizer {label!r} is a factory that builds the optimizer from the model itself (as Muon and Dion "
-            "do: Muon for the 2-D weight matrices, AdamW for the rest), so it cannot take the spec's param groups; "
-            "to train with it, drop the spec and its own groups apply; for per-group rates, use the spec with an "
-            "optimizer class such as 'adamw_torch'"
+            f"optimizer {label!r} is a factory that builds the optimizer from the model itself (as Dion does), so "
+            "it cannot take the spec's param groups; to train with it, drop the spec and its own groups apply; for "
+            "per-group rates, use the spec with an optimizer class such as 'adamw_torch' (for Muon, the spec's own "
+            "muon setting or a group's optimizer: muon)"
         )
     if not is_class or carried:
         raise SpecError(
@@ -102,6 +106,8 @@ class PlanInputs:
         optimizer_kwargs: The keyword arguments it is built with.
         optimizer_label: The optimizer's name in messages (the ``optim`` value or the class name).
         decay_parameter_names: Parameters that may get weight decay; None for the stock rule.
+        implied_muon: The top-level ``muon`` setting ``optim`` implies (one of transformers' Muon optimizers),
+            for a spec that has none.
     """
 
     learning_rate: float
@@ -110,6 +116,7 @@ class PlanInputs:
     optimizer_kwargs: dict[str, Any]
     optimizer_label: str | None = None
     decay_parameter_names: list[str] | None = None
+    implied_muon: MuonSettings | None = None
 
     def same_as(self, other: PlanInputs) -> bool:
         """Whether a plan resolved with ``other`` holds for these inputs too."""
@@ -120,6 +127,9 @@ class PlanInputs:
 
     def resolve(self, model: nn.Module, spec: SpecSource) -> GroupPlan:
         """`resolve_groups` of ``spec`` against ``model`` with these inputs."""
+        spec = parse_spec(spec)
+        if self.implied_muon is not None and spec.muon is None:
+            spec = dataclasses.replace(spec, muon=self.implied_muon)
         return resolve_groups(
             model,
             spec,
@@ -132,38 +142,11 @@ class PlanInputs:
         )
 
 
-def optimizer_for_args(
-    args: Any, model: Any, get_cls_and_kwargs: OptimizerFactory | None = None
-) -> tuple[type[torch.optim.Optimizer], dict[str, Any], str]:
-    """The optimizer ``args.optim`` selects, refusing those that cannot take param groups.
-
-    Args:
-        args: ``TrainingArguments``.
-        model: The model (GaLore-style handlers read it).
-        get_cls_and_kwargs: The Trainer's ``get_optimizer_cls_and_kwargs`` (a subclass may override it);
-            the stock one by default.
-
-    Returns:
-        The optimizer class, its keyword arguments, and its name for messages (the ``optim`` value).
-
-    Raises:
-        SpecError: The optimizer builds its own parameter layout.
-    """
-    check_optim_takes_groups(args.optim)
-    if get_cls_and_kwargs is None:
-        from transformers import Trainer
-
-        get_cls_and_kwargs = Trainer.get_optimizer_cls_and_kwargs
-    label = optim_name(args.optim)
-    optimizer_cls, optimizer_kwargs = get_cls_and_kwargs(args, model)
-    check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, label)
-    return optimizer_cls, dict(optimizer_kwargs), label
-
-
 def plan_inputs_for_arguments(
     args: TrainingArguments,
     model: nn.Module,
     *,
+    spec: LayerwiseSpec | None = None,
     get_optimizer_cls_and_kwargs: OptimizerFactory | None = None,
     optimizer_cls_and_kwargs: tuple[Any, dict[str, Any]] | None = None,
     decay_parameter_names: Iterable[str] | None = None,
@@ -173,6 +156,8 @@ def plan_inputs_for_arguments(
     Args:
         args: The training arguments (``optim``, ``learning_rate``, ``weight_decay``).
         model: The model (some optimizer factories read it).
+        spec: The spec; one that chooses optimizers (Muon and AdamW) gets a `HybridOptimizer`, and so does any
+            spec under one of transformers' Muon optimizers, as if it had the top-level ``muon`` setting.
         get_optimizer_cls_and_kwargs: The Trainer's ``get_optimizer_cls_and_kwargs``; the stock one by default.
         optimizer_cls_and_kwargs: The Trainer's ``optimizer_cls_and_kwargs``, which wins over ``args.optim``.
         decay_parameter_names: Parameters that may get weight decay; None for the stock rule.
@@ -181,16 +166,24 @@ def plan_inputs_for_arguments(
         The `PlanInputs`; the base learning rate is the optimizer's ``lr`` keyword, else ``args.learning_rate``.
 
     Raises:
-        SpecError: The optimizer builds its own parameter layout.
+        SpecError: The optimizer builds its own parameter layout, or the spec needs Muon and torch has none.
     """
     if optimizer_cls_and_kwargs is None:
-        optimizer_cls, optimizer_kwargs, label = optimizer_for_args(args, model, get_optimizer_cls_and_kwargs)
+        check_optim_takes_groups(args.optim)
+        if get_optimizer_cls_and_kwargs is None:
+            from transformers import Trainer
+
+            get_optimizer_cls_and_kwargs = Trainer.get_optimizer_cls_and_kwargs
+        label = optim_name(args.optim)
+        optimizer_cls, kwargs = get_optimizer_cls_and_kwargs(args, model)
     else:
         optimizer_cls, kwargs = optimizer_cls_and_kwargs
         label = getattr(optimizer_cls, "__name__", repr(optimizer_cls))
-        check_optimizer_takes_groups(optimizer_cls, kwargs, label)
-        optimizer_kwargs = dict(kwargs)
-    return PlanInputs(
+    optimizer_kwargs = dict(kwargs)
+    muon_named = spec is not None and names_muon(optimizer_cls, label)
+    if not muon_named:
+        check_optimizer_takes_groups(optimizer_cls, optimizer_kwargs, label)
+    inputs = PlanInputs(
         learning_rate=float(optimizer_kwargs.get("lr", args.learning_rate)),
         weight_decay=args.weight_decay,
         optimizer_cls=optimizer_cls,
@@ -198,6 +191,82 @@ def plan_inputs_for_arguments(
         optimizer_label=label,
         decay_parameter_names=None if decay_parameter_names is None else list(decay_parameter_names),
     )
+    if spec is None or not (spec.chooses_optimizers or muon_named):
+        return inputs
+    return _hybrid(inputs, args, spec, optimizer_kwargs if muon_named else None)
+
+
+def names_muon(optimizer_cls: Any, label: str) -> bool:
+    """Whether ``optim`` (or ``optimizer_cls_and_kwargs``) is one of transformers' Muon optimizers."""
+    return "muon" in label.lower() or "muon" in getattr(optimizer_cls, "__name__", "").lower()
+
+
+def _adamw_of(args: Any, inputs: PlanInputs) -> Algorithm:
+    """The AdamW that trains what Muon does not take: the Trainer's own when ``optim`` is torch's AdamW, else
+    ``torch.optim.AdamW`` with the Trainer's Adam settings."""
+    if inputs.optimizer_cls is torch.optim.AdamW:
+        return inputs.optimizer_cls, inputs.optimizer_kwargs
+    betas = (args.adam_beta1, args.adam_beta2)
+    return torch.optim.AdamW, {"lr": inputs.learning_rate, "betas": betas, "eps": args.adam_epsilon}
+
+
+def _hybrid(
+    inputs: PlanInputs, args: Any, spec: LayerwiseSpec, muon_optimizer_kwargs: Mapping[str, Any] | None
+) -> PlanInputs:
+    """The inputs of a `HybridOptimizer`: Muon, AdamW and the Trainer's optimizer, each for the groups naming it.
+
+    ``muon_optimizer_kwargs``: the keyword arguments of transformers' Muon optimizer when ``optim`` is one; its
+    Muon settings become the implied top-level ``muon`` setting, and AdamW takes the groups it left to ``optim``.
+    """
+    adamw = _adamw_of(args, inputs)
+    trainer: Algorithm = adamw if muon_optimizer_kwargs is not None else (inputs.optimizer_cls, inputs.optimizer_kwargs)
+    algorithms: dict[str, Algorithm] = {ADAMW: adamw, TRAINER: trainer}
+    muon_cls = getattr(torch.optim, "Muon", None)
+    if muon_cls is not None:
+        algorithms[MUON] = (muon_cls, {"lr": inputs.learning_rate})
+    elif (
+        muon_optimizer_kwargs is not None
+        or spec.muon is not None
+        or any(group.optimizer == MUON for group in spec.groups)
+    ):
+        raise SpecError(f"Muon needs torch.optim.Muon (torch 2.9 or later); this is torch {torch.__version__}")
+    implied = None
+    if muon_optimizer_kwargs is not None:
+        implied = MuonSettings.parse(
+            {key: value for key, value in muon_optimizer_kwargs.items() if key in MUON_OPTIONS}
+        )
+    return dataclasses.replace(
+        inputs, optimizer_cls=HybridOptimizer, optimizer_kwargs={"algorithms": algorithms}, implied_muon=implied
+    )
+
+
+def check_optimizers_supported(plan: GroupPlan, trainer: Any) -> None:
+    """Refuse Muon where it cannot be right, before any data is prepared: under FSDP and DeepSpeed.
+
+    Muon orthogonalises each weight matrix as a whole (a Newton-Schulz iteration on the full matrix); FSDP
+    hands the optimizer row shards of it, and DeepSpeed's ZeRO flattened partitions, on which the iteration
+    would orthogonalise pieces and train wrong without an error.
+
+    Raises:
+        SpecError: Naming the first group Muon trains and where the choice was made.
+    """
+    muon_group = next((group for group in plan.trainable_groups if group.optimizer == MUON), None)
+    if muon_group is None:
+        return
+    engines = (
+        ("FSDP", getattr(trainer, "is_fsdp_enabled", False) or is_sharded(trainer.model)),
+        ("DeepSpeed", getattr(trainer, "is_deepspeed_enabled", False)),
+    )
+    for engine, enabled in engines:
+        if enabled:
+            detail = "row shards of each matrix" if engine == "FSDP" else "flattened partitions of the parameters"
+            raise SpecError(
+                f"Muon is not supported under {engine}: it orthogonalises each weight matrix whole, and {engine} "
+                f"gives the optimizer {detail}; train Muon groups with DDP (or one device), or choose "
+                "optimizer: adamw for them",
+                path=muon_group.spec_path("optimizer"),
+                group=muon_group.source,
+            )
 
 
 def _training_arguments_default(field_name: str) -> Any:
@@ -245,8 +314,9 @@ def build_param_groups(
         optimizer = torch.optim.AdamW(groups, lr=2e-5)
         ```
     """
+    spec = parse_spec(spec)
     if optimizer_cls is None and args is not None:
-        inputs = plan_inputs_for_arguments(args, model, decay_parameter_names=decay_parameter_names)
+        inputs = plan_inputs_for_arguments(args, model, spec=spec, decay_parameter_names=decay_parameter_names)
     else:
         base_rate = args.learning_rate if args is not None else _training_arguments_default("learning_rate")
         base_rate = base_rate if learning_rate is None else learning_rate

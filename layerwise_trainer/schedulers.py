@@ -17,11 +17,17 @@ Three cases, decided by `scheduler_for_plan`:
   real group is set to its planned rate times the base schedule's factor: every decision is taken once, on
   the base rate, and every group follows it exactly.
 
+Starts decided at an evaluation (``start: {plateau: {...}}``, ``gradual_unfreeze: {every: {plateau: ...}}``)
+become `StartChain` s of the `GroupScheduler`: each trigger resolved for the run (`plateau_rule`: its
+direction by the Trainer's convention, its bounds in optimizer steps), each link able to build its groups'
+factor once its start is known. The decision is taken at evaluations by `start_triggers`.
+
 Before any data is prepared, `check_group_schedules_supported` refuses what the design cannot keep correct:
-metric-driven schedulers with per-group schedules (a rate must be a function of the step), and groups that
-start later under FSDP or DeepSpeed (which fix the parameters that get gradients when they wrap the model)
-or under DDP without ``find_unused_parameters`` (its reducer would wait forever for a not-started group's
-gradients).
+metric-driven schedulers with per-group schedules (a rate must be a function of the step), groups that
+start later under FSDP (which fixes the parameters that get gradients when it wraps the model), under
+DeepSpeed (which steps each group as one flat tensor that always has a gradient, zeros while the group waits,
+so the optimizer counts the waiting steps) or under DDP without ``find_unused_parameters`` (its reducer would
+wait forever for a not-started group's gradients), and a start on a plateau in a run that does not evaluate.
 
 On a resume across a change of groups, `continue_schedule` takes only the step position from the saved
 scheduler, so that every group gets its new rate at the saved step.
@@ -29,8 +35,9 @@ scheduler, so that every group gets its new rate at the saved step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -40,12 +47,40 @@ from transformers import PreTrainedModel, TrainingArguments, get_scheduler
 from transformers.optimization import GreedyLR
 from transformers.training_args import ParallelMode
 
-from .core.group_schedule import GroupTiming, TrainingLength
-from .core.group_scheduler import TRAINER_SHAPE, GroupRateFactor, GroupScheduler, StepFactor
+from .binding import is_sharded
+from .core.group_schedule import (
+    METRIC_PREFIX,
+    GroupTiming,
+    PlateauRule,
+    PlateauTrigger,
+    ScheduleAmount,
+    TrainingLength,
+)
+from .core.group_scheduler import (
+    TRAINER_SHAPE,
+    ChainLink,
+    GroupRateFactor,
+    GroupScheduler,
+    StartChain,
+    StepFactor,
+    never_started,
+)
 from .core.grouping import GroupPlan, PlannedGroup
 from .errors import SpecError
 
 METRIC_DRIVEN = ("reduce_lr_on_plateau", "greedy")
+# Why a later start cannot be kept correct under each. DeepSpeed (0.19.8, ZeRO 1 to 3, the refusal lifted by
+# hand): the run trained, but the waiting group's flat tensor had Adam state counting all 6 steps, not the 3
+# after its start, and its weights ended 2.5e-3 away from DDP's, for updates of about 2e-3.
+_LATER_START_REASONS = {
+    "FSDP": "FSDP fixes which parameters get gradients when it wraps the model, and a group's start turns them "
+    "on during the run",
+    "DeepSpeed": "DeepSpeed hands the optimizer each group as one flattened tensor with a gradient at every "
+    "step, zeros before the group starts, so the optimizer counts steps the group did not train (Adam's bias "
+    "correction) and the group's updates after its start are not the ones DDP would make",
+}
+
+DecidedT = TypeVar("DecidedT")
 _BOUND_KEYS = ("min_lr", "max_lr")
 # The plateau schedulers' attributes built from the plan when the scheduler is built, never carried over.
 _PLATEAU_BUILT_FROM_PLAN = ("group_rates", "base_learning_rate", "_last_lr")
@@ -183,7 +218,7 @@ def _first_scheduled(plan: GroupPlan, *, starts_only: bool = False) -> tuple[Pla
         timing = group.timing
         if timing is None:
             continue
-        if timing.start is not None and (not starts_only or timing.start.amount > 0):
+        if timing.start is not None and (not starts_only or timing.starts_later):
             return group, "start"
         if timing.unfreeze_every is not None:
             return group, "gradual_unfreeze"
@@ -200,18 +235,39 @@ def starts_later(plan: GroupPlan) -> bool:
     """Whether some trainable group may start after step 0 (a ``start`` above 0, or gradual unfreezing)."""
     for group in plan.trainable_groups:
         timing = group.timing
-        if timing is not None and (timing.unfreeze_every is not None or getattr(timing.start, "amount", 0) > 0):
+        if timing is not None and (timing.unfreeze_every is not None or timing.starts_later):
             return True
     return False
 
 
-def _is_sharded(model: nn.Module | None) -> bool:
-    """Whether the model was wrapped in FSDP (``fully_shard`` or ``FullyShardedDataParallel``) before the Trainer."""
-    if model is None or not torch.distributed.is_available():
-        return False
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+def _first_trigger(plan: GroupPlan) -> tuple[PlannedGroup, str, PlateauTrigger] | None:
+    """The first trainable group whose start, or a layer's, an evaluation decides: the group, key and trigger."""
+    for group in plan.trainable_groups:
+        timing = group.timing
+        if timing is None or not timing.has_trigger:
+            continue
+        if isinstance(timing.start, PlateauTrigger):
+            return group, "start", timing.start
+        assert isinstance(timing.unfreeze_every, PlateauTrigger)
+        return group, "gradual_unfreeze", timing.unfreeze_every
+    return None
 
-    return any(isinstance(module, (FSDPModule, FullyShardedDataParallel)) for module in model.modules())
+
+def _check_evaluates(plan: GroupPlan, trainer: Any) -> None:
+    """Refuse a start on a plateau when the Trainer does not evaluate during training."""
+    found = _first_trigger(plan)
+    if found is None:
+        return
+    group, key, trigger = found
+    strategy = str(getattr(trainer.args.eval_strategy, "value", trainer.args.eval_strategy))
+    if strategy == "no" or getattr(trainer, "eval_dataset", None) is None:
+        missing = "eval_strategy='no'" if strategy == "no" else "no eval_dataset"
+        raise _located(
+            f"a start on a plateau of {trigger.metric} is decided at evaluations during training, and this Trainer "
+            f"has {missing}; set eval_strategy ('steps' with eval_steps, or 'epoch') and pass an eval_dataset",
+            group,
+            key,
+        )
 
 
 def _ddp_finds_unused_parameters(args: TrainingArguments, model: nn.Module | None) -> bool:
@@ -233,7 +289,8 @@ def check_group_schedules_supported(plan: GroupPlan, trainer: Any) -> None:
 
     Raises:
         SpecError: A metric-driven ``lr_scheduler_type``; a group that starts later under FSDP, DeepSpeed,
-            or DDP without ``find_unused_parameters``. Each names the first group and key concerned.
+            or DDP without ``find_unused_parameters``; a start on a plateau without evaluations during training
+            (``eval_strategy='no'``, or no ``eval_dataset``). Each names the first group and key concerned.
     """
     if not plan.has_group_schedules:
         return
@@ -245,16 +302,16 @@ def check_group_schedules_supported(plan: GroupPlan, trainer: Any) -> None:
             "constant, ...) or remove the per-group schedule keys",
             *_first_scheduled(plan),
         )
+    _check_evaluates(plan, trainer)
     if not starts_later(plan):
         return
     where = _first_scheduled(plan, starts_only=True)
-    sharded_by_hand = _is_sharded(trainer.model)
+    sharded_by_hand = is_sharded(trainer.model)
     for enabled, name in (("is_fsdp_enabled", "FSDP"), ("is_deepspeed_enabled", "DeepSpeed")):
         if getattr(trainer, enabled, False) or (name == "FSDP" and sharded_by_hand):
             raise _located(
-                f"a group that starts later is not supported under {name}: {name} fixes which parameters get "
-                "gradients when it wraps the model, and a group's start turns them on during the run; train with "
-                "DDP (or one device), or freeze the group and train it in a second run",
+                f"a group that starts later is not supported under {name}: {_LATER_START_REASONS[name]}; train "
+                "with DDP (or one device), or freeze the group and train it in a second run",
                 *where,
             )
     distributed = args.parallel_mode == ParallelMode.DISTRIBUTED and args.world_size > 1
@@ -324,6 +381,42 @@ def _shape_of(timing: GroupTiming, args: TrainingArguments) -> str:
     return TRAINER_SHAPE
 
 
+def _group_factor(
+    group: PlannedGroup,
+    timing: GroupTiming,
+    start: int,
+    length: TrainingLength,
+    args: TrainingArguments,
+    trainer_warmup: int,
+    shape_for: Any,
+) -> GroupRateFactor:
+    """The factor of a group that starts at ``start``: its warm-up and shape counted from there.
+
+    Raises:
+        SpecError: The warm-up is longer than the group's training from ``start``.
+    """
+    steps = length.total_steps - start
+    warmup = trainer_warmup if timing.warmup is None else length.steps(timing.warmup, of_steps=steps)
+    if warmup > steps:
+        source = "the Trainer's warm-up" if timing.warmup is None else "its warm-up"
+        trains = f"{steps} optimizer step" + ("s" if steps != 1 else "")
+        raise _located(
+            f"{group.name} trains for {trains} from its start (step {start}), shorter than "
+            f"{source} of {warmup} steps; shorten the warm-up or start the group earlier",
+            group,
+            "warmup",
+        )
+    shape = _shape_of(timing, args)
+    return GroupRateFactor(
+        start=start,
+        warmup=warmup,
+        length=steps,
+        shape=shape,
+        min_lr_ratio=timing.min_lr_ratio or 0.0,
+        trainer_shape=shape_for(warmup, steps) if shape == TRAINER_SHAPE else None,
+    )
+
+
 def build_group_scheduler(
     optimizer: Optimizer,
     plan: GroupPlan,
@@ -336,13 +429,15 @@ def build_group_scheduler(
     Args:
         optimizer: The optimizer built from ``plan``.
         plan: The resolved groups; a group with ``timing`` None follows the Trainer's schedule exactly.
-        args: The training arguments (``lr_scheduler_type``, its kwargs, the warm-up).
+        args: The training arguments (``lr_scheduler_type``, its kwargs, the warm-up, and for triggers
+            ``metric_for_best_model`` and ``greater_is_better``).
         length: The run's optimizer steps and epoch length.
         base_learning_rate: The base rate, which ``cosine_with_min_lr``'s ``min_lr`` is relative to.
 
     Raises:
         SpecError: A group that would start at or after the end of training, a warm-up longer than the
-            group's training, or a start in epochs without an epoch length; each names the group and key.
+            group's training, a start in epochs without an epoch length, or a trigger whose bounds do not fit
+            the run; each names the group and key.
     """
     total = length.total_steps
     # transformers' `constant` ignores the warm-up, so under it the Trainer's warm-up is none.
@@ -355,38 +450,157 @@ def build_group_scheduler(
         return shapes[warmup, steps]
 
     factors: list[StepFactor] = []
-    starts: list[int] = []
-    for group in plan.trainable_groups:
+    starts: list[int | None] = []
+    chained: dict[str, dict[int, list[int]]] = {}  # spec group -> unfreeze rank -> param-group indices
+    for index, group in enumerate(plan.trainable_groups):
         timing = group.timing
         if timing is None:
             factors.append(shape_for(trainer_warmup, total))
             starts.append(0)
-            continue
-        start = _start_step(group, timing, length)
-        steps = total - start
-        warmup = trainer_warmup if timing.warmup is None else length.steps(timing.warmup, of_steps=steps)
-        if warmup > steps:
-            source = "the Trainer's warm-up" if timing.warmup is None else "its warm-up"
-            trains = f"{steps} optimizer step" + ("s" if steps != 1 else "")
+        elif timing.has_trigger:
+            chained.setdefault(group.source, {}).setdefault(timing.unfreeze_rank, []).append(index)
+            factors.append(never_started)
+            starts.append(None)
+        else:
+            start = _start_step(group, timing, length)
+            factors.append(_group_factor(group, timing, start, length, args, trainer_warmup, shape_for))
+            starts.append(start)
+    chains = [
+        _start_chain(plan, source, ranks, args, length, trainer_warmup, shape_for) for source, ranks in chained.items()
+    ]
+    return GroupScheduler(optimizer, factors, starts, base_factor=shape_for(trainer_warmup, total), chains=chains)
+
+
+# Starts decided at an evaluation.
+
+
+def _metric_key(name: str) -> str:
+    """A metric's key in the evaluation's metrics, as the Trainer reads ``metric_for_best_model``."""
+    return name if name.startswith(METRIC_PREFIX) else METRIC_PREFIX + name
+
+
+def greater_is_better(trigger: PlateauTrigger, args: TrainingArguments) -> bool:
+    """Whether a higher value of the trigger's metric is better: its own ``greater_is_better``, else the Trainer's.
+
+    The Trainer's convention: ``TrainingArguments.greater_is_better`` when the metric is the
+    ``metric_for_best_model``; otherwise higher is better unless the name ends with ``loss`` (the rule
+    ``TrainingArguments`` applies to ``metric_for_best_model``).
+    """
+    if trigger.greater_is_better is not None:
+        return trigger.greater_is_better
+    best = getattr(args, "metric_for_best_model", None)
+    if best is not None and args.greater_is_better is not None and _metric_key(best) == trigger.metric:
+        return bool(args.greater_is_better)
+    return not trigger.metric.endswith("loss")
+
+
+def plateau_rule(trigger: PlateauTrigger, args: TrainingArguments, length: TrainingLength) -> PlateauRule:
+    """The trigger for one run: its direction settled and ``earliest`` and ``latest`` in optimizer steps.
+
+    Raises:
+        ValueError: ``earliest`` or ``latest`` in epochs without an epoch length (the caller words the error).
+    """
+    return PlateauRule(
+        metric=trigger.metric,
+        greater_is_better=greater_is_better(trigger, args),
+        patience=trigger.patience,
+        min_delta=trigger.min_delta,
+        earliest=0 if trigger.earliest is None else length.steps(trigger.earliest),
+        latest=None if trigger.latest is None else length.steps(trigger.latest),
+    )
+
+
+def _start_chain(
+    plan: GroupPlan,
+    source: str,
+    ranks: dict[int, list[int]],
+    args: TrainingArguments,
+    length: TrainingLength,
+    trainer_warmup: int,
+    shape_for: Any,
+) -> StartChain:
+    """The `StartChain` of one spec group: a link per unfreeze rank, from the top layer down."""
+    links = []
+    for rank in sorted(ranks):
+        indices = ranks[rank]
+        group = plan.trainable_groups[indices[0]]
+        timing = group.timing
+        assert timing is not None
+        names = tuple(dict.fromkeys(plan.trainable_groups[index].name for index in indices))
+
+        def factor_for(start: int, group: PlannedGroup = group, timing: GroupTiming = timing) -> StepFactor:
+            return _group_factor(group, timing, start, length, args, trainer_warmup, shape_for)
+
+        key, point = ("start", timing.start) if rank == 0 else ("gradual_unfreeze", timing.unfreeze_every)
+        where = (*group.spec_path(key), *(("every",) if key == "gradual_unfreeze" else ()), "plateau")
+        last_start = _last_start(timing, length, trainer_warmup)
+        link = ChainLink(tuple(indices), names, factor_for, last_start=last_start, where=where)
+        links.append(_with_start_rule(link, group, key, point, rank, args, length))
+    return StartChain(source, tuple(links))
+
+
+def _last_start(timing: GroupTiming, length: TrainingLength, trainer_warmup: int) -> int:
+    """The last step a group can start at and finish its warm-up before training ends (a ratio always does)."""
+    if timing.warmup is None:
+        warmup = trainer_warmup
+    else:
+        warmup = int(timing.warmup.amount) if timing.warmup.unit == "steps" else 0
+    return length.total_steps - max(1, warmup)
+
+
+def _in_steps(group: PlannedGroup, key: str, compute: Callable[[], DecidedT]) -> DecidedT:
+    """``compute()``, with a start in epochs on a training set without a length refused naming the key."""
+    try:
+        return compute()
+    except ValueError:
+        raise _located(
+            "epochs need a training set with a length (this one has none); give steps or a fraction", group, key
+        ) from None
+
+
+def _with_start_rule(
+    link: ChainLink,
+    group: PlannedGroup,
+    key: str,
+    point: ScheduleAmount | PlateauTrigger | None,
+    rank: int,
+    args: TrainingArguments,
+    length: TrainingLength,
+) -> ChainLink:
+    """``link`` with its offset or its trigger's rule, checked against the run.
+
+    Raises:
+        SpecError: Epochs without an epoch length; a first start past the end of training, or without room for
+            its warm-up; a trigger whose ``earliest`` comes after its ``latest``, or whose ``latest`` leaves the
+            first link no room for its warm-up.
+    """
+    if not isinstance(point, PlateauTrigger):
+        offset = 0 if point is None else _in_steps(group, key, lambda: length.steps(point))
+        if rank == 0 and offset >= length.total_steps:
             raise _located(
-                f"{group.name} trains for {trains} from its start (step {start}), shorter than "
-                f"{source} of {warmup} steps; shorten the warm-up or start the group earlier",
+                f"{group.name} would start at step {offset}, but training has only {length.total_steps} "
+                "optimizer steps; start it earlier or train longer",
                 group,
-                "warmup",
+                key,
             )
-        shape = _shape_of(timing, args)
-        factors.append(
-            GroupRateFactor(
-                start=start,
-                warmup=warmup,
-                length=steps,
-                shape=shape,
-                min_lr_ratio=timing.min_lr_ratio or 0.0,
-                trainer_shape=shape_for(warmup, steps) if shape == TRAINER_SHAPE else None,
-            )
+        if rank == 0:
+            link.factor_for(offset)  # refuses a warm-up longer than the group's training from there
+        return replace(link, offset=offset)
+    rule = _in_steps(group, key, lambda: plateau_rule(point, args, length))
+    if rule.latest is not None and rule.earliest > rule.latest:
+        raise SpecError(
+            f"the latest start ({rule.latest} steps) comes before the earliest ({rule.earliest} steps)",
+            path=(*link.where, "latest"),
+            group=group.source,
         )
-        starts.append(start)
-    return GroupScheduler(optimizer, factors, starts, base_factor=shape_for(trainer_warmup, total))
+    if rank == 0 and rule.latest is not None and link.fits(rule.latest) is None:
+        raise SpecError(
+            f"{group.name} would start at step {rule.latest} at the latest, but training has only "
+            f"{length.total_steps} optimizer steps (with its warm-up after it); make latest earlier or train longer",
+            path=(*link.where, "latest"),
+            group=group.source,
+        )
+    return replace(link, rule=rule)
 
 
 def staged_parameters(plan: GroupPlan) -> list[nn.Parameter]:
@@ -445,7 +659,9 @@ def continue_schedule(scheduler: Any, saved: Mapping[str, Any]) -> None:
         raise ScheduleNotCarried(f"the position of a {type(scheduler).__name__} cannot be carried to other groups")
     position = {"last_epoch": saved["last_epoch"], "_step_count": saved.get("_step_count", saved["last_epoch"] + 1)}
     if isinstance(scheduler, GroupScheduler):
-        scheduler.load_state_dict(position)  # sets every rate and requires_grad for the step
+        # Starts decided at evaluations happened: they carry over by spec group, where the links still match.
+        records = {"trigger_records": saved["trigger_records"]} if "trigger_records" in saved else {}
+        scheduler.load_state_dict({**position, **records})  # sets every rate and requires_grad for the step
         return
     scheduler.__dict__.update(position)
     rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import random
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_utils import has_length
+from transformers.trainer_utils import get_last_checkpoint, has_length
 from transformers.utils import is_sagemaker_mp_enabled
 
 from .binding import (
@@ -25,6 +30,7 @@ from .checkpoints import (
     check_resume_layout,
     check_saved_files_readable,
     check_saved_optimizer,
+    check_transfer_supported,
     layout_matches,
     optimizer_layout,
     plan_layout,
@@ -33,15 +39,43 @@ from .checkpoints import (
 )
 from .core.gc_pause import gc_paused
 from .core.group_schedule import TrainingLength
+from .core.group_scheduler import GroupScheduler
 from .core.grouping import GroupPlan
 from .core.optimizer_state_transfer import StateTransfer
+from .core.parameter_names import whole_numel
 from .core.spec import LayerwiseSpec, SpecSource, parse_spec
 from .core.weight_decay import matches_stock_rule
-from .errors import SpecError
-from .optimizer_choice import PlanInputs, plan_inputs_for_arguments
+from .errors import SpecError, some_names
+from .optimizer_choice import PlanInputs, check_optimizers_supported, plan_inputs_for_arguments
 from .schedulers import check_group_schedules_supported, scheduler_for_plan, staged_parameters
+from .start_triggers import StartTriggerCallback
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _training_rng_untouched(device: torch.device, n_gpu: int) -> Iterator[None]:
+    """Give Python's, NumPy's, torch's CPU and the training device's generators back as they were on entry.
+
+    Only the device the Trainer runs on is forked (every GPU under DataParallel): under DDP each process
+    forks its own, instead of creating a context on every visible GPU from every rank.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices: list[int] = []
+    device_type = None  # with devices=[] only the CPU generator is forked
+    if device.type not in ("cpu", "meta", "mps"):
+        device_type = device.type
+        if n_gpu > 1:
+            devices = list(range(n_gpu))
+        else:
+            index = device.index
+            devices = [index if index is not None else torch.get_device_module(device.type).current_device()]
+    try:
+        with torch.random.fork_rng(devices=devices, device_type=device_type):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def _stock_decay_rule(model: nn.Module) -> list[str]:
@@ -109,6 +143,7 @@ class LayerwiseTrainerMixin:
     _plan_inputs: PlanInputs | None = None
     _optimizer_layout: dict[str, Any] | None = None
     _steps_per_epoch: int | None = None
+    _resuming_from: str | None = None
     resume_transfer: StateTransfer | None = None
 
     def __init__(self, *args: Any, param_groups: SpecSource | None = None, **kwargs: Any) -> None:
@@ -171,6 +206,7 @@ class LayerwiseTrainerMixin:
         return plan_inputs_for_arguments(
             trainer.args,
             model,
+            spec=self.param_groups_spec,
             get_optimizer_cls_and_kwargs=trainer.get_optimizer_cls_and_kwargs,
             optimizer_cls_and_kwargs=trainer.optimizer_cls_and_kwargs,
             decay_parameter_names=self._decay_parameter_names(model),
@@ -203,6 +239,7 @@ class LayerwiseTrainerMixin:
         self.group_plan = inputs.resolve(target, self.param_groups_spec)
         self._plan_inputs = inputs
         check_group_schedules_supported(self.group_plan, self)
+        check_optimizers_supported(self.group_plan, self)
         return self.group_plan
 
     def _plan_for(self, target: nn.Module, inputs: PlanInputs) -> GroupPlan:
@@ -219,6 +256,38 @@ class LayerwiseTrainerMixin:
         if self.param_groups_spec is not None:
             self._resolve(self.spec_model(model))
         return model
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """The stock ``train``; the checkpoint to resume from is kept for the check `create_optimizer` makes.
+
+        Under DeepSpeed the Trainer has DeepSpeed load the checkpoint's weights and optimizer state as soon as
+        the engine is built, before ``_load_optimizer_and_scheduler``, so the layout is compared there.
+        """
+        trainer: Trainer = self  # type: ignore[assignment]
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(trainer.args.output_dir)  # None: the stock train says none was found
+        self._resuming_from = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._resuming_from = None
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """The stock evaluation; with a spec, it leaves the training random number generators as it found them.
+
+        Iterating the evaluation DataLoader draws a seed from torch's global generator (a collator or
+        ``compute_metrics`` may draw more). A checkpoint at the last step of an epoch is saved before that
+        epoch's evaluation (``eval_strategy="epoch"``), so a run resumed from it started the next epoch from
+        another RNG state than the uninterrupted run: other dropout masks (the stock Trainer of transformers 5.25
+        does so). Evaluating under a fork of the generators makes that resume exact, and evaluation no longer
+        changes the trained weights. Without a spec this is the stock Trainer's evaluation, draws included.
+        """
+        trainer: Trainer = self  # type: ignore[assignment]
+        if self.param_groups_spec is None:
+            return super().evaluate(*args, **kwargs)  # type: ignore[misc]
+        with _training_rng_untouched(trainer.args.device, trainer.args.n_gpu):
+            return super().evaluate(*args, **kwargs)  # type: ignore[misc]
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Build the optimizer from the spec's param groups (the stock optimizer when there is no spec).
@@ -238,6 +307,9 @@ class LayerwiseTrainerMixin:
             self._optimizer_layout = optimizer_layout(inputs.optimizer_cls, inputs.optimizer_kwargs)
             if is_distributed():
                 check_same_on_every_rank(plan_layout(plan, self._optimizer_layout)["hash"], "the param groups")
+            if getattr(trainer, "is_deepspeed_enabled", False):
+                _check_deepspeed_keeps_every_group(plan)
+                self._check_resume_before_deepspeed_loads(plan)
             with gc_paused():
                 trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(), **inputs.optimizer_kwargs)
             self.group_plan = plan
@@ -252,6 +324,23 @@ class LayerwiseTrainerMixin:
 
                 trainer.optimizer = smp.DistributedOptimizer(trainer.optimizer)
         return trainer.optimizer
+
+    def _check_resume_before_deepspeed_loads(self, plan: GroupPlan) -> None:
+        """Refuse a checkpoint saved with other groups before DeepSpeed loads it into these.
+
+        DeepSpeed restores its flattened optimizer state by group position: with other groups it stopped with
+        errors that name no group (0.19.8, ZeRO-1 and 2: a parameter-alignment mismatch; ZeRO-3: another
+        number of groups), and groups of the same sizes would take each other's state. Its state names no
+        parameter, so ``resume_with_changed_groups`` cannot carry it either.
+        """
+        checkpoint = self._resuming_from
+        if checkpoint is None:
+            return
+        trainer: Trainer = self  # type: ignore[assignment]
+        current = plan_layout(plan, self._optimizer_layout)
+        if getattr(trainer.args, "resume_with_changed_groups", False) and not layout_matches(checkpoint, current):
+            check_transfer_supported(trainer, checkpoint)
+        check_resume_layout(checkpoint, current)
 
     def _follow_in_logs(self, plan: GroupPlan, base_learning_rate: float) -> None:
         """Tell the callback the base rate and each group's planned rate, which the schedule scales."""
@@ -274,8 +363,9 @@ class LayerwiseTrainerMixin:
 
         With per-group schedules, a `GroupScheduler`: every group's rate is a function of the optimizer step,
         and the parameters of a group that has not started get ``requires_grad=False`` here, after the model
-        was wrapped, so DDP's reducer holds them from the start. With ``reduce_lr_on_plateau`` or ``greedy``,
-        the decisions are taken on the base rate and every group follows at its ratio.
+        was wrapped, so DDP's reducer holds them from the start. When a group starts on a plateau, a
+        `StartTriggerCallback` is installed to decide it at the evaluations. With ``reduce_lr_on_plateau`` or
+        ``greedy``, the decisions are taken on the base rate and every group follows at its ratio.
         """
         trainer: Trainer = self  # type: ignore[assignment]
         target = optimizer if optimizer is not None else trainer.optimizer
@@ -291,6 +381,8 @@ class LayerwiseTrainerMixin:
             return super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
         trainer.lr_scheduler = scheduler  # type: ignore[assignment]
         trainer._created_lr_scheduler = True  # a later train() builds it again, as the stock one
+        if isinstance(scheduler, GroupScheduler) and scheduler.chains:
+            StartTriggerCallback.attach(trainer)  # decides the starts on a plateau at each evaluation
         return trainer.lr_scheduler
 
     # The overrides of private Trainer methods: the only ones, all here (PRIVATE_TRAINER_OVERRIDES), each
@@ -347,6 +439,27 @@ class LayerwiseTrainerMixin:
         super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
         if trainer.optimizer is not None:
             _restore_group_keys(trainer.optimizer.param_groups, self.group_plan)
+
+
+def _check_deepspeed_keeps_every_group(plan: GroupPlan) -> None:
+    """Refuse a group that would reach DeepSpeed empty: it optimizes only parameters with elements.
+
+    The plan holds no empty group and no frozen parameter in a trained one; a group of parameters without
+    elements is the one left. DeepSpeed drops empty groups (DeepSpeedExamples PR #756: the scheduler's group
+    count breaks); ZeRO-1 and 2 stop with an ``IndexError`` on one, ZeRO-3 fails on the parameter.
+    """
+    for group in plan.trainable_groups:
+        parameters = [plan.parameters[name] for name in group.parameter_names]
+        if any(p.requires_grad and whole_numel(p) > 0 for p in parameters):
+            continue
+        raise SpecError(
+            f"the parameters of {group.name!r} ({some_names(group.parameter_names)}) have no elements, and "
+            "DeepSpeed leaves such parameters out of its optimizer, so the group would reach it empty and be "
+            "dropped, and the scheduler's and the logs' groups would no longer be the optimizer's; freeze the "
+            "group (freeze: true) or leave those parameters out of it",
+            path=() if group.spec_index is None else (f"groups[{group.spec_index}]",),
+            group=group.source,
+        )
 
 
 def _restore_group_keys(param_groups: list[dict[str, Any]], plan: GroupPlan) -> None:

@@ -12,6 +12,11 @@ from transformers import BertForSequenceClassification, TrainingArguments
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# With DeepSpeed installed (the [deepspeed] extra), accelerate imports it whenever a Trainer is built, and on a
+# machine without a GPU DeepSpeed prints a warning on stdout as it guesses the CPU accelerator; the tests train on
+# the CPU, and what they compare (the docs' outputs, commands run in subprocesses, which inherit this) must hold
+# only their own lines.
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 @pytest.fixture

@@ -60,6 +60,38 @@ class RandomClassificationData(torch.utils.data.Dataset):
         return {"input_ids": input_ids, "labels": torch.tensor(int(input_ids[0]) % NUM_LABELS)}
 
 
+class RandomTokenData(torch.utils.data.Dataset):
+    """Deterministic token sequences for a causal language model (the labels are the inputs)."""
+
+    def __init__(self, size: int = 32, length: int = 8, vocab_size: int = 30) -> None:
+        self.size, self.length, self.vocab_size = size, length, vocab_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(index)
+        input_ids = torch.randint(0, self.vocab_size, (self.length,), generator=generator)
+        return {"input_ids": input_ids, "labels": input_ids.clone()}
+
+
+class ScriptedMetric:
+    """A ``compute_metrics`` that logs, at each evaluation, the value a script gives for the trainer's step.
+
+    Logged as ``eval_<name>``; set ``trainer`` once the trainer is built. A script keyed by the step makes a
+    resumed run see the values the uninterrupted one saw.
+    """
+
+    def __init__(self, script: dict[int, float], name: str = "scripted_loss") -> None:
+        self.script = dict(script)
+        self.name = name
+        self.trainer: hf.Trainer | None = None
+
+    def __call__(self, prediction: object) -> dict[str, float]:
+        assert self.trainer is not None, "set the trainer first"
+        return {self.name: self.script[self.trainer.state.global_step]}
+
+
 def training_args(
     output_dir: os.PathLike[str] | str,
     arguments_class: type[TrainingArguments] = TrainingArguments,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
-from benchmarks import diagnostics_cost, staged_start
+from benchmarks import diagnostics_cost, gpu_llama, gpu_runs, gpu_suite, staged_start
 from benchmarks.__main__ import BENCHMARKS, main
-from benchmarks.common import Settings
+from benchmarks.common import BenchmarkResult, Settings
+
+GIB = 2**30
 
 
 def test_every_benchmark_runs_on_tiny_sizes(tmp_path, capsys):
@@ -53,10 +56,11 @@ def test_diagnostics_cost_copies_one_slice_of_weights_at_a_time():
     copies = {measure.split(": ", 1)[1]: row for measure, row in rows.items() if measure.startswith("copies")}
     # The tiny BERT's largest tensor, its word embeddings (30522 x 32 float32), is a slice of its own.
     assert copies["LLRD, slices of at most 4 KiB"]["value"] == "3,906,816 bytes (3.7 MiB)"
-    # At 64 MiB each group is one slice; the largest, layer 0's decaying half: word, position and type embeddings.
-    assert copies["LLRD, slices of at most 64 MiB (the default)"]["value"] == "3,972,608 bytes (3.8 MiB)"
-    # An optimizer outside torch.optim is stepped whole, after a copy of every weight it holds.
-    assert copies["LLRD, an optimizer outside torch.optim"]["value"] == "4,045,836 bytes (3.9 MiB)"
+    # Slices run across groups: at 64 MiB every weight is in one slice (4,045,836 bytes), each copy starting on a
+    # multiple of 16 bytes: one tensor of 12 bytes (the classifier's 3 biases) before others adds 4.
+    assert copies["LLRD, slices of at most 64 MiB (the default)"]["value"] == "4,045,840 bytes (3.9 MiB)"
+    # An optimizer outside torch.optim is stepped whole, after a copy of every weight it holds (aligned alike).
+    assert copies["LLRD, an optimizer outside torch.optim"]["value"] == "4,045,840 bytes (3.9 MiB)"
     # Embeddings frozen: the largest tensor is a 64 x 32 feed-forward weight; 16 KiB slices fill up exactly.
     assert copies["LLRD, embeddings frozen, slices of at most 4 KiB"]["value"] == "8,192 bytes (0.0 MiB)"
     assert copies["LLRD, embeddings frozen, slices of at most 16 KiB"]["value"] == "16,384 bytes (0.0 MiB)"
@@ -67,3 +71,95 @@ def test_diagnostics_cost_copies_one_slice_of_weights_at_a_time():
     assert llama["value"] == "262,144,000 bytes (250.0 MiB)"
     assert "a copy of the weights 13,476,831,232 bytes" in llama["against"]
     assert [target.met for target in result.targets if "1 = yes" in target.name] == [True, True]
+
+
+# The GPU suite (benchmarks/gpu_suite.py): its --smoke run on a CPU takes every part's code path at tiny sizes.
+GPU_PARTS = ["a_llm_llrd", "b_frozen_lower_half", "c_staged_start", "c_diagnostics", "c_lora_plus", "d_seed_shape",
+             "e_fsdp2", "f_muon"]  # fmt: skip
+
+
+def test_the_gpu_suite_runs_every_part_on_tiny_sizes(tmp_path, capsys):
+    assert main(["--suite", "gpu", "--smoke", "--output-dir", str(tmp_path)]) == 0
+    (json_file,) = tmp_path.glob("gpu-suite-cpu-smoke-*.json")
+    assert sorted(path.suffix for path in tmp_path.iterdir()) == [".json", ".md"]
+    payload = json.loads(json_file.read_text())
+    assert payload["command"] == f"python -m benchmarks --suite gpu --smoke --output-dir {tmp_path}"
+    assert [(part["name"], part["status"]) for part in payload["parts"]] == [(name, "done") for name in GPU_PARTS]
+    results = {result["name"]: result for result in payload["results"]}
+    for name in (name for name in GPU_PARTS if name != "e_fsdp2"):  # every timed row: the memory beside the speed
+        assert results[name]["rows"], name
+        for row in results[name]["rows"]:
+            assert {"step time", "peak allocated", "optimizer state", "gradients"} <= set(row), name
+    # The checks that are exact hold at any size: gradients and state of the trainable parameters alone,
+    # a staged group's bytes equal to the frozen and the full run's, LoRA+ rates equal, FSDP's checks.
+    exact = [target for result in payload["results"] for target in result["targets"] if "(1 = yes)" in target["name"]]
+    assert len(exact) == 11 and all(target["met"] for target in exact), exact
+    fsdp = results["e_fsdp2"]
+    assert fsdp["notes"][0].startswith("FSDP was NOT enabled: accelerate ran DistributedType.MULTI_CPU")
+    checkpoint = next(row["result"] for row in fsdp["rows"] if row["check"].startswith("checkpoint"))
+    assert "param_groups_layout.json" in checkpoint
+    markdown = next(tmp_path.glob("gpu-suite-cpu-smoke-*.md")).read_text()
+    assert markdown.startswith("# GPU benchmark suite")
+    assert markdown.count("| done |") == len(GPU_PARTS)
+    output = capsys.readouterr().out
+    assert "e_fsdp2: done in" in output and "## a. LLM fine-tune" in output
+
+
+def test_a_failing_part_keeps_the_earlier_results_and_the_next_part_still_runs(tmp_path):
+    def measured(name):
+        return lambda context: BenchmarkResult(name=name, title=name, columns=["value"], rows=[{"value": 1}])
+
+    def failing(context):
+        # The first part's results are on disk before the second starts.
+        (written,) = tmp_path.glob("gpu-suite-*.json")
+        assert [result["name"] for result in json.loads(written.read_text())["results"]] == ["first"]
+        raise RuntimeError("out of luck")
+
+    parts = [
+        gpu_suite.Part("first", "a", 10, 0, measured("first")),
+        gpu_suite.Part("second", "b", 10, 0, failing),
+        gpu_suite.Part("third", "c", 10, 0, measured("third")),
+        gpu_suite.Part("fourth", "d", 10, 1e9, measured("fourth")),  # needs more time than the suite has
+    ]
+    env = {"budget_seconds": 100.0, "device": "cpu", "scale": "smoke", "date": "2026-12-04", "hardware": "cpu",
+           "cpu_cores": 2, "python": "3", "torch": "2", "transformers": "5", "accelerate": "1",
+           "peft": None}  # fmt: skip
+    suite = gpu_suite.SuiteRun("smoke", "cpu", tmp_path, env, "python -m benchmarks --suite gpu", time.monotonic())
+    assert suite.run(parts) == 1
+    payload = json.loads((tmp_path / "gpu-suite-cpu-smoke-2026-12-04.json").read_text())
+    assert [(part["name"], part["status"]) for part in payload["parts"]] == [
+        ("first", "done"), ("second", "failed"), ("third", "done"), ("fourth", "skipped"),
+    ]  # fmt: skip
+    assert payload["parts"][1]["note"] == "RuntimeError: out of luck"
+    assert payload["parts"][3]["note"].endswith("left, the part needs at least 1000000000 s")
+    assert [result["name"] for result in payload["results"]] == ["first", "second", "third"]
+    assert "RuntimeError: out of luck" in payload["results"][1]["notes"][0]
+    assert "## second: FAILED" in (tmp_path / "gpu-suite-cpu-smoke-2026-12-04.md").read_text()
+
+
+def test_the_sides_alternate_and_stop_when_the_parts_time_is_spent():
+    calls = []
+
+    def side(name):
+        def run():
+            calls.append(name)
+            window = gpu_runs.Window(first=3, last=4, seconds=1.0, peak_bytes=None, optimizer_state_bytes=0,
+                                     gradient_bytes=0)  # fmt: skip
+            return gpu_runs.RunRecord([window], [], None, 0.0, True, None)
+
+        return run
+
+    ample = gpu_runs.PartClock(seconds=60, deadline=time.monotonic() + 60)
+    gpu_runs.alternate({"A": side("A"), "B": side("B")}, 3, ample, lambda line: None, "test")
+    assert calls == ["A", "B", "B", "A", "A", "B"]
+    calls.clear()
+    spent = gpu_runs.PartClock(seconds=-1, deadline=time.monotonic() + 60)
+    alternation = gpu_runs.alternate({"A": side("A"), "B": side("B")}, 5, spent, lambda line: None, "test")
+    assert calls == ["A", "B"]  # the first round always runs
+    assert alternation.stopped_early.startswith("1 of 5 rounds: another round")
+
+
+def test_the_largest_batch_keeps_the_extrapolated_peak_within_the_fill():
+    # Batch 1 peaks at 20 GiB, batch 2 at 25 GiB: 5 GiB a sequence; 90 % of 100 GiB.
+    assert gpu_llama.largest_batch(20 * GIB, 25 * GIB, 100 * GIB, fill=0.9) == 15  # 20 + 14 x 5 = 90
+    assert gpu_llama.largest_batch(20 * GIB, 25 * GIB, 20 * GIB, fill=0.9) == 1  # never below 1

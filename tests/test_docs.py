@@ -407,6 +407,15 @@ def test_no_page_installs_the_package_from_an_index(path):
     assert commands == [], f"{path}: install from a clone (pip install '.[ja]') or a built wheel instead"
 
 
+@pytest.mark.parametrize("path", ["README.md", "docs/index.md", "docs/ja/index.md"])
+def test_the_install_pages_install_what_the_readme_does(path):
+    text = (REPO / path).read_text(encoding="utf-8")
+    # The version CI tests; a bare `pip install torch` takes the newest, and gigabytes of CUDA wheels with it.
+    assert set(re.findall(r"pip install (torch\S*)", text)) == {"torch==2.13.0"}
+    # A clone is installed editable, as the README and CI do; only a built wheel is installed as a file.
+    assert re.findall(r"pip install [\"']?\.\[", text) == [], f"{path}: pip install -e in a clone"
+
+
 @pytest.mark.parametrize("path", PAGES)
 def test_every_test_file_a_page_names_exists(path):
     named = set(re.findall(r"tests/[\w/]*test_\w+\.py", (REPO / path).read_text(encoding="utf-8")))

@@ -67,3 +67,27 @@ def test_the_wheel_declares_the_ja_extra(wheel):
 def test_the_wheel_installs_the_command(wheel):
     (entry_points,) = [name for name in wheel.namelist() if name.endswith(".dist-info/entry_points.txt")]
     assert "layerwise-trainer = layerwise_trainer.app.cli:main" in wheel.read(entry_points).decode().splitlines()
+
+
+def test_ci_runs_the_readme_s_install_and_test_commands_exactly(repo_root):
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    development = readme[readme.index("## Development") :]
+    block = development[development.index("```bash\n") + len("```bash\n") :]
+    commands = [line for line in block[: block.index("```")].splitlines() if line.strip()]
+    ci_lines = (repo_root / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert commands == [
+        "pip install torch==2.13.0 && pip install -c .ci/constraints.txt -e "
+        '".[dev,ja,peft,minilm,optimizers,docs,downstream,deepspeed]"',
+        "python -m pytest",
+    ]
+    assert all(command in ci_lines for command in commands)
+
+
+def test_the_constraints_pin_every_extra_the_ci_installs(repo_root):
+    pinned = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (repo_root / ".ci" / "constraints.txt").read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    for package in ("torch", "transformers", "accelerate", "deepspeed", "kernels", "bitsandbytes", "peft", "trl"):
+        assert package in pinned, package

@@ -1,8 +1,8 @@
 """The `layerwise-trainer` command line: `train` a whole fine-tune, `plan` a spec against a model.
 
 Exit status: 0 on success; 2 for any mistake on the command line or in a config or spec, with one line
-on stderr that names the key, what was found and what was expected, before any data is prepared; 1 for
-any other failure.
+on stderr that names the key, what was found and what was expected, before any data is prepared; 130 when
+`train` is interrupted (Ctrl-C), with one line naming the checkpoint to resume from; 1 for any other failure.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .._version import __version__
@@ -19,6 +20,7 @@ from .import_noise import drop_import_noise
 from .tasks import TASKS
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def _one_line(text: str) -> str:
@@ -61,10 +63,10 @@ def _optimizer_name(text: str) -> str:
 
 
 def _checkpoint_directory(text: str) -> str:
-    """An argparse `type` for `--resume-from`: an existing directory, checked before anything is imported."""
+    """An argparse `type` for `--resume-from`: a checkpoint directory, checked before anything is imported."""
     from .training_values import checkpoint_directory_problem
 
-    problem = checkpoint_directory_problem(text)
+    problem = checkpoint_directory_problem(text, needs_weights=False)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text
@@ -163,12 +165,64 @@ def _train(arguments: argparse.Namespace) -> int:
     require_extra("app", "layerwise-trainer train")
     if config.tokenizer.train is not None:
         require_extra("ja", "a run that trains a Japanese tokenizer (tokenizer.train)")
+    from .hub_access import use_cache_when_hub_unreachable
     from .pipeline import run_training
+    from .preflight import hub_ids
+
+    if hub_ids(config):
+        use_cache_when_hub_unreachable()  # offline: fail in seconds, not after 30 to 54 s of retries
 
     started = time.monotonic()
-    result = run_training(config)
+    try:
+        result = run_training(config, progress_bars=_progress_bars_on_a_terminal_only())
+    except KeyboardInterrupt:
+        print(_interrupted(config), file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(_summary(result, time.monotonic() - started))
     return 0
+
+
+def _progress_bars_on_a_terminal_only() -> bool:
+    """Whether stderr is a terminal; when it is not (a file, a pipe, CI), turn off every progress bar.
+
+    A progress bar redraws itself with carriage returns and cursor-up escape codes (`\\x1b[A`), which a file
+    keeps as they are. The command line owns its process, so it turns off the bars of datasets, transformers
+    and huggingface_hub for the whole process; the Trainer's follow `disable_tqdm`.
+    """
+    if sys.stderr.isatty():
+        return True
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    return False
+
+
+def _interrupted(config: Any) -> str:
+    """One line for Ctrl-C: the checkpoint to resume from (the latest complete one in the output directory)."""
+    output_dir = Path(config.training.get("output_dir") or "trainer_output")  # TrainingArguments' default
+    latest = _latest_complete_checkpoint(output_dir)
+    lead = "\n" if sys.stderr.isatty() else ""  # below a progress bar on a terminal
+    if latest is None:
+        return (f"{lead}layerwise-trainer train: interrupted; no checkpoint was saved in {output_dir} to resume from "
+                "(training.save_strategy and save_steps set when checkpoints are saved)")  # fmt: skip
+    return (f"{lead}layerwise-trainer train: interrupted; resume from the latest checkpoint with "
+            f"--set training.resume_from_checkpoint={latest.resolve()}")  # fmt: skip
+
+
+def _latest_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The `checkpoint-<step>` of the highest step whose `trainer_state.json`, written last, is there."""
+    from .training_values import TRAINER_STATE_FILE
+
+    steps = {}
+    for entry in output_dir.glob("checkpoint-*") if output_dir.is_dir() else ():
+        step = entry.name.removeprefix("checkpoint-")
+        if step.isdigit() and (entry / TRAINER_STATE_FILE).is_file():
+            steps[int(step)] = entry
+    return steps[max(steps)] if steps else None
 
 
 def _summary(result, seconds: float) -> str:
@@ -191,43 +245,23 @@ def _summary(result, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def _plan_settings(arguments: argparse.Namespace) -> Any:
-    """The flags given, over the run config `--spec` names when it is one."""
-    import dataclasses
-
-    from ..core.spec import parse_spec
-    from ..errors import SpecError
-    from .meta_model import PlanSettings, run_config_in, settings_from_run_config
-    from .run_config import ConfigError
-
-    try:
-        base = PlanSettings(spec=parse_spec(arguments.spec))
-    except SpecError:
-        config = run_config_in(arguments.spec)
-        if config is None:
-            raise
-        base = settings_from_run_config(config)
-    given = {name: getattr(arguments, name) for name in ("model", "learning_rate", "weight_decay", "optim",
-                                                           "num_labels", "task")}  # fmt: skip
-    settings = dataclasses.replace(base, **{name: value for name, value in given.items() if value is not None})
-    if settings.model is None:
-        raise ConfigError("--model: required (a hub id or a directory with a config.json) unless --spec is a run "
-                          "config with a model section")  # fmt: skip
-    return settings
-
-
 def _plan(arguments: argparse.Namespace) -> int:
     from ..core.group_table import plan_to_data, render_table
-    from .meta_model import plan_for_model
+    from .plan_command import meta_model, plan_settings, plan_training_arguments, resolve_plan, resume_preview
 
-    settings = _plan_settings(arguments)
-    options = {
-        name: getattr(settings, name)
-        for name in ("learning_rate", "weight_decay", "optim", "num_labels", "task", "peft")
-        if getattr(settings, name) is not None
-    }
-    plan = plan_for_model(settings.model, settings.spec, **options)
-    transfer = _resume_preview(arguments.resume_from, plan, settings) if arguments.resume_from else None
+    flags = {name: getattr(arguments, name) for name in ("model", "learning_rate", "weight_decay", "optim",
+                                                          "num_labels", "task")}  # fmt: skip
+    settings = plan_settings(arguments.spec, arguments.resume_from, **flags)
+    if isinstance(settings.model, str) and not Path(settings.model).expanduser().is_dir():
+        from .hub_access import use_cache_when_hub_unreachable
+
+        use_cache_when_hub_unreachable()  # offline: fail in seconds, not after 30 to 54 s of retries
+    model = meta_model(settings.model, settings.num_labels, settings.task or "auto", settings.peft)
+    args = plan_training_arguments(settings)
+    plan = resolve_plan(model, settings.spec, args)
+    transfer = (
+        resume_preview(arguments.resume_from, plan, model, args, settings.spec) if arguments.resume_from else None
+    )
     if arguments.format == "json":
         data = plan_to_data(plan)
         if arguments.resume_from:
@@ -241,20 +275,6 @@ def _plan(arguments: argparse.Namespace) -> int:
         exact = f"\nresuming from {arguments.resume_from}: its param groups are the spec's, the resume is exact"
         print(exact if transfer is None else "\n" + report_text(transfer, arguments.resume_from).rstrip())
     return 0
-
-
-def _resume_preview(checkpoint: str, plan: Any, settings: Any) -> Any:
-    """What a resume from ``checkpoint`` would carry, start fresh and drop (None: an exact resume)."""
-    from transformers import TrainingArguments
-
-    from ..checkpoints import preview_transfer
-    from .meta_model import meta_model
-
-    model = meta_model(settings.model, settings.num_labels, settings.task or "auto", settings.peft)
-    values = {name: getattr(settings, name) for name in ("learning_rate", "weight_decay", "optim")}
-    given = {name: value for name, value in values.items() if value is not None}
-    args = TrainingArguments(output_dir="unused", report_to=[], use_cpu=True, **given)
-    return preview_transfer(checkpoint, plan, model, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, ConfigError, MissingExtraError) as error:
         print(f"layerwise-trainer {arguments.command}: error: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # `train` names the checkpoint to resume from when it was training
+        print(f"layerwise-trainer {arguments.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -32,7 +32,12 @@ def _load_raw(section: DataSection):  # -> datasets.DatasetDict
 
         return japanese_sentiment_dataset(**section.builtin)
     if section.hub is not None:
-        return datasets.load_dataset(section.hub["path"], section.hub.get("name"), revision=section.hub.get("revision"))
+        try:
+            return datasets.load_dataset(
+                section.hub["path"], section.hub.get("name"), revision=section.hub.get("revision")
+            )
+        except Exception as error:  # not found, no network, a bad name: one line, not a traceback
+            raise ConfigError(f"data.hub.path: cannot load {section.hub['path']}: {_reason(error)}") from None
     data_files: dict[str, str] = {}
     formats = set()
     for split, path in (section.files or {}).items():
@@ -46,6 +51,14 @@ def _load_raw(section: DataSection):  # -> datasets.DatasetDict
     if len(formats) != 1:
         raise ConfigError(f"data.files: all files must be of one format (CSV, or JSON/JSONL), got {sorted(formats)}")
     return datasets.load_dataset(formats.pop(), data_files=data_files)
+
+
+def _reason(error: Exception) -> str:
+    from .hub_access import offline_reason
+
+    if offline_reason() is not None:
+        return f"it is not in the local cache, and the hub cannot be reached ({offline_reason()})"
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)[:300]
 
 
 def load_data(section: DataSection) -> LoadedData:

@@ -24,7 +24,8 @@ def with_lora(model: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
 
     Raises:
         MissingExtraError: peft is not installed (the `[peft]` extra).
-        ConfigError: peft refuses the settings; the message starts with ``peft:``.
+        ConfigError: peft refuses the settings, or they do not fit the model (``r: 0``, target modules it
+            lacks); the message starts with ``peft:``.
     """
     require_extra("peft", "a run config with a peft section")
     from peft import LoraConfig, TaskType, get_peft_model
@@ -36,4 +37,11 @@ def with_lora(model: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
     with warnings.catch_warnings():
         # peft calls transformers' deprecated `is_gradient_checkpointing`; nothing a user can change.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        return get_peft_model(model, lora)
+        try:
+            return get_peft_model(model, lora)
+        except (TypeError, ValueError) as error:  # `r: 0`, target modules the model lacks: found only here
+            raise ConfigError(f"peft: {_one_line(error)}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())[:500]

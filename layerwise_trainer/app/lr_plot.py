@@ -2,8 +2,10 @@
 
 A group that starts later (``start``, gradual unfreezing) is drawn dashed at 0 while it waits, with a dotted
 vertical line in its colour where it starts, on both panels, so the staging and what it does to the loss
-show at a glance. A run without staged groups is drawn as before: one solid line per group. Each group
-keeps its colour (`group_colors`) in ``diagnostics.png`` (see `diagnostics_plot`).
+show at a glance. A group whose start an evaluation decided (a plateau) is marked at the step its
+``group_started`` event in the log gives, and its legend says why (``plateau``, ``latest``). A run without
+staged groups is drawn as before: one solid line per group. Each group keeps its colour (`group_colors`) in
+``diagnostics.png`` (see `diagnostics_plot`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.log_keys import LEARNING_RATE_PREFIX
+from ..core.log_keys import GROUP_STARTED_KEY, LEARNING_RATE_PREFIX, START_REASON_KEY
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -54,21 +56,40 @@ def group_colors(names: Sequence[str]) -> dict[str, str]:
 def group_starts_in_log(log_history: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """The groups whose rate stayed 0 while another group trained, and the last step it was 0, from the log.
 
-    A log does not say when a group started, only its rate at each logging step; so this is the start to
-    within one logging interval (a group with its own warm-up still logs 0 at its first step). A group at
-    rate 0 the whole run (``lr: 0``, frozen) never starts, and a group that waits only while every group is
-    at 0 (the Trainer's warm-up) does not count as staged.
+    A group whose start an evaluation decided has a ``group_started`` event in the log, which gives its start
+    exactly. For the others the log does not say when a group started, only its rate at each logging step;
+    so this is the start to within one logging interval (a group with its own warm-up still logs 0 at its
+    first step). A group at rate 0 the whole run (``lr: 0``, frozen) never starts, and a group that waits only
+    while every group is at 0 (the Trainer's warm-up) does not count as staged.
 
     Args:
         log_history: ``trainer.state.log_history``.
 
     Returns:
-        Group name (without ``learning_rate/``) -> the last logged step at which its rate was still 0.
+        Group name (without ``learning_rate/``) -> its start: the step of its ``group_started`` event, else the
+        last logged step at which its rate was still 0.
     """
     training = _training_entries(log_history)
     keys = _group_keys(training)
     waited = {key[len(LEARNING_RATE_PREFIX) :]: _waited_alone_until(training, key, keys) for key in keys}
-    return {name: step for name, step in waited.items() if step is not None}
+    starts = {name: step for name, step in waited.items() if step is not None}
+    return {**starts, **{name: step for name, (step, _) in start_events_in_log(log_history).items()}}
+
+
+def start_events_in_log(log_history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, str]]:
+    """The ``group_started`` events of the log: group name -> (its start step, why it started).
+
+    Args:
+        log_history: ``trainer.state.log_history``.
+
+    Returns:
+        Group name -> ``(step, reason)``, e.g. ``(40, "plateau: eval_loss did not improve ...")``.
+    """
+    return {
+        str(entry[GROUP_STARTED_KEY]): (int(entry["step"]), str(entry.get(START_REASON_KEY, "")))
+        for entry in log_history
+        if GROUP_STARTED_KEY in entry and "step" in entry
+    }
 
 
 def _waited_alone_until(training: Sequence[Mapping[str, Any]], key: str, keys: Sequence[str]) -> int | None:
@@ -114,6 +135,7 @@ def learning_rate_figure(
     evaluation = [entry for entry in log_history if "eval_loss" in entry and "step" in entry]
     keys = _group_keys(training)
     staged = group_starts_in_log(log_history) if starts is None else dict(starts)
+    decided = start_events_in_log(log_history)
     colors = group_colors([key[len(LEARNING_RATE_PREFIX) :] for key in keys])
 
     figure = Figure(figsize=(9, 7), constrained_layout=True)
@@ -130,7 +152,7 @@ def learning_rate_figure(
         # At step `start` the group's rate is still 0 (a step logs the rate its update used): both lines meet there.
         before = [(step, value) for step, value in zip(steps, values, strict=True) if step < start]
         after = [(step, value) for step, value in zip(steps, values, strict=True) if step > start]
-        label = f"{name} (starts after step {start})"
+        label = f"{name} (starts after step {start}{_why(decided.get(name))})"
         color = colors[name]
         rates.plot(*_columns([(start, 0.0), *after]), color=color, label=label, gid=f"rate:{name}")
         rates.plot(*_columns([*before, (start, 0.0)]), "--", color=color, alpha=0.6, gid=f"waiting:{name}")
@@ -156,6 +178,12 @@ def learning_rate_figure(
     losses.legend(fontsize="small")
     losses.grid(alpha=0.3)
     return figure
+
+
+def _why(event: tuple[int, str] | None) -> str:
+    """``": plateau"`` or ``": latest"`` for a start an evaluation decided (its event's reason), else ``""``."""
+    kind = event[1].partition(":")[0] if event is not None else ""
+    return f": {kind}" if kind in ("plateau", "latest") else ""
 
 
 def _columns(points: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:

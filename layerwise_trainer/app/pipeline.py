@@ -18,18 +18,18 @@ import json
 import tempfile
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.group_table import plan_to_data, render_table
 from ..core.grouping import GroupPlan
-from ..core.spec import parse_spec
 from .data_sources import LoadedData, load_data
 from .diagnostics_plot import has_group_diagnostics, plot_diagnostics
 from .lora import with_lora
 from .lr_plot import plot_learning_rates
 from .metrics import classification_metrics
+from .preflight import check_before_data
 from .run_config import ConfigError, RunConfig, dump_config
 
 
@@ -50,10 +50,11 @@ class RunResult:
     files: dict[str, Path]
 
 
-def _training_arguments(config: RunConfig):
+def _training_arguments(config: RunConfig, progress_bars: bool = True):
     from ..training_args import LayerwiseTrainingArguments
 
     settings = dict(config.training)
+    settings.setdefault("disable_tqdm", not progress_bars)
     # Pinned memory only helps a copy to an accelerator; without one, torch warns at every data loader.
     settings.setdefault("dataloader_pin_memory", _has_accelerator())
     try:
@@ -79,7 +80,12 @@ def _tokenizer(config: RunConfig, data: LoadedData, workdir: Path):
     name = config.tokenizer.name_or_path or config.model.name_or_path
     if name is None:
         raise ConfigError("tokenizer: a model built from a config needs 'tokenizer.name_or_path' or 'tokenizer.train'")
-    return AutoTokenizer.from_pretrained(name)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as error:  # not found, not in the cache offline: one line, not a traceback
+        where = "tokenizer.name_or_path" if config.tokenizer.name_or_path else "model.name_or_path"
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ConfigError(f"{where}: cannot load the tokenizer of {name}: {reason[:300]}") from None
 
 
 def _model(config: RunConfig, label_names: tuple[str, ...], tokenizer):
@@ -114,21 +120,15 @@ def _model(config: RunConfig, label_names: tuple[str, ...], tokenizer):
 
 
 def _fit_tokenizer_to_model(config: RunConfig, tokenizer, model) -> None:
-    """Refuse a `max_length` past the model's positions; save the tokenizer with the length the model takes.
+    """Save the tokenizer with the length the model takes (`check_before_data` refused a longer `max_length`).
 
     A tokenizer saved with a longer `model_max_length` than the model's positions makes
     `pipeline(...)(long_text, truncation=True)` fail on the saved model with a size mismatch.
     """
     positions = getattr(model.config, "max_position_embeddings", None)
-    max_length = config.tokenizer.max_length
-    if positions is not None and max_length > positions:
-        raise ConfigError(
-            f"tokenizer.max_length: {max_length}, but the model takes at most {positions} tokens "
-            f"(max_position_embeddings); expected a max_length of at most {positions}"
-        )
     if config.model.from_config is not None:
         # Built from scratch: the positions past max_length were never trained.
-        tokenizer.model_max_length = max_length
+        tokenizer.model_max_length = config.tokenizer.max_length
     elif positions is not None and tokenizer.model_max_length > positions:
         tokenizer.model_max_length = positions
 
@@ -182,25 +182,29 @@ def _majority_baseline(train, test) -> float:
     return sum(label == majority for label in test["label"]) / max(len(test), 1)
 
 
-def run_training(config: RunConfig) -> RunResult:
+def run_training(config: RunConfig, progress_bars: bool = True) -> RunResult:
     """Run the fine-tune a configuration describes and write its outputs.
 
     Args:
         config: The checked run configuration.
+        progress_bars: Whether the Trainer shows progress bars (unless `training.disable_tqdm` says); the
+            command line turns them off when stderr is not a terminal, where they are escape codes in a file.
 
     Returns:
         The `RunResult`.
 
     Raises:
-        ConfigError: A problem with the configuration found while building the run.
+        ConfigError: A problem with the configuration or the machine (`check_before_data`), found before any
+            data is prepared, or one found while building the run.
         SpecError: A problem with the param-group spec.
     """
     from transformers import DataCollatorWithPadding, set_seed
 
     from ..trainer import LayerwiseTrainer
 
-    args = _training_arguments(config)
-    spec = parse_spec(config.param_groups) if config.param_groups is not None else None
+    args = _training_arguments(config, progress_bars)
+    check_before_data(config, args)
+    spec = config.param_groups  # parsed once, when the config was read
     data = load_data(config.data)
     output_dir = Path(args.output_dir)
     with tempfile.TemporaryDirectory() as workdir:
@@ -242,7 +246,7 @@ def run_training(config: RunConfig) -> RunResult:
         output_dir=output_dir,
         metrics=metrics,
         plan=trainer.group_plan,
-        files=_write_outputs(output_dir, config, spec, trainer, metrics),
+        files=_write_outputs(output_dir, config, trainer, metrics),
     )
 
 
@@ -252,10 +256,11 @@ def _group_starts(trainer: Any) -> dict[str, int] | None:
     if starts is None or trainer.optimizer is None:
         return None
     names = [group.get("name", f"group_{index}") for index, group in enumerate(trainer.optimizer.param_groups)]
-    return {name: start for name, start in zip(names, starts, strict=True) if start > 0}
+    # None: a group whose start an evaluation was to decide, which never came.
+    return {name: start for name, start in zip(names, starts, strict=True) if start is not None and start > 0}
 
 
-def _write_outputs(output_dir: Path, config: RunConfig, spec, trainer, metrics: dict[str, Any]) -> dict[str, Path]:
+def _write_outputs(output_dir: Path, config: RunConfig, trainer, metrics: dict[str, Any]) -> dict[str, Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "model": output_dir,
@@ -265,8 +270,7 @@ def _write_outputs(output_dir: Path, config: RunConfig, spec, trainer, metrics: 
         "trainer_state": output_dir / "trainer_state.json",
     }
     files["metrics"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    resolved = replace(config, param_groups=spec.to_dict() if spec is not None else None)
-    files["config"].write_text(dump_config(resolved), encoding="utf-8")
+    files["config"].write_text(dump_config(config), encoding="utf-8")
     if trainer.group_plan is not None:
         files["groups"] = output_dir / "groups.txt"
         files["groups_json"] = output_dir / "groups.json"

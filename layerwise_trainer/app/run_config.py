@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -28,12 +28,25 @@ from ..core.yaml_json import DocumentError, load_document, parse_yaml
 from ..errors import describe_value, did_you_mean, whole_number_problem
 from .training_values import training_fields, training_value_problem
 
+if TYPE_CHECKING:
+    from ..core.spec import LayerwiseSpec
+
 METRIC_NAMES = ("accuracy", "f1_weighted", "f1_macro", "precision_weighted", "recall_weighted")
 SECTIONS = ("model", "tokenizer", "data", "training", "param_groups", "metrics", "peft")
 DEFAULT_CONFIG_RESOURCE = "default.yaml"
 # A value handed to transformers (a `training` value, `model.from_config`, `peft`) is a few items; one with
 # more is a mistake or a YAML alias graph that would expand to billions of nodes if anything walked it.
 MAX_VALUE_ITEMS = 10_000
+# A model is built block by block, even on the meta device: 100,000 BERT blocks ran past 4.6 GB in `plan`. The
+# largest released models have about 130 blocks in a stack (Llama-3.1-405B 126); DeepNet trained 1,000.
+MAX_MODEL_LAYERS = 1_024
+# The built-in data are generated in memory: 100,000 reviews take about 1.3 s and 41 MiB, so the limit costs
+# about 15 s and half a GiB; the hub set the built-in one imitates has 120,000 Japanese reviews.
+MAX_BUILTIN_EXAMPLES = 1_000_000
+# A trained tokenizer's vocabulary sizes the model's embeddings; the largest released vocabularies hold 262,144.
+MAX_VOCAB_SIZE = 1_000_000
+# Config keys that count a model's layers: num_hidden_layers, encoder_layers, num_decoder_layers, n_layer, ...
+_LAYER_COUNT_KEY = re.compile(r"(?:^|_)layers$|^n_layer$")
 
 
 class ConfigError(ValueError):
@@ -58,8 +71,8 @@ def _typed(where: str, value: Any, kind: type | tuple[type, ...], expected: str)
     raise ConfigError(f"{where}: expected {expected}, got {describe_value(value)}")
 
 
-def _positive_int(where: str, value: Any) -> int | None:
-    problem = None if value is None else whole_number_problem(value)
+def _positive_int(where: str, value: Any, maximum: int | None = None) -> int | None:
+    problem = None if value is None else whole_number_problem(value, maximum=maximum)
     if problem is not None:
         raise ConfigError(f"{where}: expected {problem}, got {describe_value(value)}")
     return None if value is None else int(value)
@@ -139,7 +152,7 @@ class TokenizerSection:
         if train is not None:
             train = _keys_of("tokenizer.train", train, ("vocab_size", "min_frequency"))
             for key in train:
-                _positive_int(f"tokenizer.train.{key}", train[key])
+                _positive_int(f"tokenizer.train.{key}", train[key], MAX_VOCAB_SIZE if key == "vocab_size" else None)
             if name_or_path is not None:
                 raise ConfigError("tokenizer: give at most one of 'name_or_path' and 'train'")
         return cls(
@@ -186,7 +199,7 @@ class DataSection:
         builtin = hub = files = None
         if "builtin" in values:
             builtin = _keys_of("data.builtin", values["builtin"] or {}, ("num_examples", "seed"))
-            _positive_int("data.builtin.num_examples", builtin.get("num_examples"))
+            _positive_int("data.builtin.num_examples", builtin.get("num_examples"), MAX_BUILTIN_EXAMPLES)
             _typed("data.builtin.seed", builtin.get("seed"), int, "a whole number")
         if "hub" in values:
             hub = _keys_of("data.hub", values["hub"], ("path", "name", "revision"))
@@ -228,7 +241,7 @@ class RunConfig:
         tokenizer: The ``tokenizer`` section.
         data: The ``data`` section.
         training: ``TrainingArguments`` fields, checked (types, ranges, transformers' own checks).
-        param_groups: The spec (any form `parse_spec` takes, checked), or None.
+        param_groups: The spec, parsed once when the config is read, or None.
         metrics: Metric names, from ``accuracy``, ``f1_weighted``, ``f1_macro``,
             ``precision_weighted``, ``recall_weighted``.
         peft: LoRA settings (``peft.LoraConfig`` fields), or None.
@@ -239,7 +252,7 @@ class RunConfig:
     tokenizer: TokenizerSection
     data: DataSection
     training: Mapping[str, Any] = field(default_factory=dict)
-    param_groups: Any = None
+    param_groups: LayerwiseSpec | None = None
     metrics: tuple[str, ...] = ("accuracy", "f1_weighted")
     peft: Mapping[str, Any] | None = None
     source: str = "built-in default"
@@ -249,7 +262,9 @@ class RunConfig:
         result: dict[str, Any] = {}
         for section in SECTIONS:
             value = getattr(self, section)
-            if dataclasses.is_dataclass(value):
+            if hasattr(value, "to_dict"):  # the spec, written out in full
+                value = value.to_dict()
+            elif dataclasses.is_dataclass(value):
                 value = {key: item for key, item in dataclasses.asdict(value).items() if item is not None}
             elif isinstance(value, tuple):
                 value = list(value)
@@ -313,6 +328,7 @@ def parse_run_config(raw: Any, base_dir: str | os.PathLike[str] = ".", source: s
     training = values.get("training") or {}
     if not isinstance(training, Mapping):
         raise ConfigError(f"training: expected a mapping of TrainingArguments fields, got {type(training).__name__}")
+    training = _with_checkpoint_resolved(training, base)
     check_training(training)
     metrics = values.get("metrics", ["accuracy", "f1_weighted"])
     if not isinstance(metrics, list) or not metrics:
@@ -330,17 +346,25 @@ def parse_run_config(raw: Any, base_dir: str | os.PathLike[str] = ".", source: s
         raise ConfigError(f"peft: expected a mapping of peft.LoraConfig fields, got {type(peft).__name__}")
     if peft is not None:
         _check_small("peft", peft)
-    _check_param_groups(param_groups)
+    spec = _parsed_spec(param_groups)
     return RunConfig(
         model=ModelSection.parse(values["model"], base),
         tokenizer=TokenizerSection.parse(values.get("tokenizer"), base),
         data=DataSection.parse(values["data"], base),
         training=dict(training),
-        param_groups=param_groups,
+        param_groups=spec,
         metrics=tuple(metrics),
         peft=dict(peft) if peft is not None else None,
         source=source,
     )
+
+
+def _with_checkpoint_resolved(training: Mapping[str, Any], base_dir: Path) -> Mapping[str, Any]:
+    """``resume_from_checkpoint`` relative to the config file, as every other path the config names."""
+    checkpoint = training.get("resume_from_checkpoint")
+    if not isinstance(checkpoint, str) or not checkpoint:
+        return training  # unset, or `true`: the Trainer takes the latest checkpoint in output_dir
+    return {**training, "resume_from_checkpoint": str(_resolve(checkpoint, base_dir))}
 
 
 def check_training(training: Mapping[str, Any]) -> None:
@@ -413,9 +437,46 @@ def model_config_from(settings: Mapping[str, Any]) -> Any:
         hint = did_you_mean(model_type, CONFIG_MAPPING.keys()) if isinstance(model_type, str) else ""
         raise ConfigError(f"model.from_config.model_type: unknown model type {describe_value(model_type)}{hint}")
     try:
-        return AutoConfig.for_model(model_type, **values)
+        config = AutoConfig.for_model(model_type, **values)
     except (TypeError, ValueError, StrictDataclassError) as error:
         raise ConfigError(_from_config_problem(error, values)) from None
+    check_layer_counts(config, "model.from_config.", written=values)
+    return config
+
+
+def check_layer_counts(config: Any, prefix: str, written: Mapping[str, Any] | None = None) -> None:
+    """Refuse a model config whose layer counts are negative or over `MAX_MODEL_LAYERS`, before it is built.
+
+    Every key that counts layers is checked (``num_hidden_layers``, ``encoder_layers``, ``n_layer``, in
+    sub-configs too): a model with ``num_hidden_layers: -1`` builds no block at all, and the mistake surfaced
+    as a spec error ("layer_decay needs transformer blocks"); one with 100,000 blocks is built module by
+    module, for minutes and gigabytes, even on the meta device.
+
+    Args:
+        config: A transformers `PretrainedConfig`.
+        prefix: What the keys are named after in messages (``"model.from_config."``).
+        written: The values as the user wrote them, to name a key by the user's name for it
+            (``num_hidden_layers`` for BART's ``encoder_layers``).
+
+    Raises:
+        ConfigError: A layer count below 0 or over `MAX_MODEL_LAYERS`, named by its key.
+    """
+    aliases = {target: key for key, target in getattr(config, "attribute_map", {}).items() if key in (written or {})}
+    for key, value in _layer_counts(config.to_dict()):
+        if whole_number_problem(value, minimum=0, maximum=MAX_MODEL_LAYERS) is not None:
+            name = aliases.get(key, key)
+            raise ConfigError(f"{prefix}{name}: expected a whole number from 0 to {MAX_MODEL_LAYERS:,} "
+                              f"(MAX_MODEL_LAYERS), got {describe_value(value)}")  # fmt: skip
+
+
+def _layer_counts(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, int]]:
+    counts = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):  # a sub-config: text_config, vision_config, ...
+            counts.extend(_layer_counts(value, f"{prefix}{key}."))
+        elif isinstance(value, int) and not isinstance(value, bool) and _LAYER_COUNT_KEY.search(str(key)):
+            counts.append((f"{prefix}{key}", value))
+    return counts
 
 
 def _from_config_problem(error: Exception, values: Mapping[str, Any]) -> str:
@@ -428,14 +489,15 @@ def _from_config_problem(error: Exception, values: Mapping[str, Any]) -> str:
     return f"model.from_config: {_one_line(error)[:300]}"
 
 
-def _check_param_groups(param_groups: Any) -> None:
+def _parsed_spec(param_groups: Any) -> LayerwiseSpec | None:
+    """The spec, parsed here once: the run, `plan` and the trainer take this object and never parse it again."""
     from ..core.spec import parse_spec
     from ..errors import SpecError
 
     if param_groups is None:
-        return
+        return None
     try:
-        parse_spec(param_groups)
+        return parse_spec(param_groups)
     except SpecError as error:
         raise ConfigError(f"param_groups: {_one_line(error)}") from None
 
@@ -457,7 +519,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 
     Raises:
         ConfigError: An override without ``=`` or with an empty key, going through a value that is not a
-            mapping or list, or an index out of range.
+            mapping or list, an index out of range, or a negative index.
 
     Example:
         ```python
@@ -467,6 +529,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     result = dict(raw)
     for override in overrides:
         key, sep, text = override.partition("=")
+        if sep and _NEGATIVE_INDEX.search(key):
+            raise ConfigError(f"--set {_quoted(override)}: negative indexes are not supported; "
+                              "count from the start, from 0")  # fmt: skip
         path = _override_path(key.strip()) if sep else None
         if not path:
             raise ConfigError(
@@ -483,6 +548,8 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 
 # One step of a --set path: a key, then any number of `[index]`.
 _PATH_STEP = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
+# `[-1]`, or `.-1` as a step: an index from the end, which --set does not take.
+_NEGATIVE_INDEX = re.compile(r"\[\s*-\d+\s*\]|(?:^|\.)-\d+(?=\.|\[|$)")
 
 
 def _override_path(key: str) -> list[str | int] | None:

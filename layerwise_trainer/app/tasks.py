@@ -1,6 +1,6 @@
 """The heads `layerwise-trainer plan --task` builds a model with: task -> the transformers Auto class.
 
-Kept apart from `meta_model` (which imports torch) so that building the command line's parser, and so
+Kept apart from `plan_command` (which imports torch) so that building the command line's parser, and so
 `layerwise-trainer --help`, imports nothing heavy.
 """
 

@@ -17,6 +17,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import describe_value, did_you_mean, some_names
@@ -128,14 +129,91 @@ def training_value_problem(key: str, value: Any) -> str | None:
         return f"expected {_expected(key, arms)}, got {describe_value(value)}"
     if key == "resume_from_checkpoint" and isinstance(value, str):
         return checkpoint_directory_problem(value)
+    if key == "output_dir" and value == "":
+        return "expected a directory to write the run to, got '' (an empty path)"
     return None
 
 
-def checkpoint_directory_problem(path: str) -> str | None:
-    """What is wrong with ``path`` as a checkpoint to resume from, or None when it is a directory."""
-    if os.path.isdir(path):
+# Files of a Trainer checkpoint: the state every checkpoint has, the JSON files, the torch archives, the weights.
+TRAINER_STATE_FILE = "trainer_state.json"
+_JSON_FILES = (TRAINER_STATE_FILE, "param_groups_layout.json")
+_TORCH_FILES = ("optimizer.pt", "scheduler.pt")
+_WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+    "adapter_model.safetensors", "adapter_model.bin",
+)  # fmt: skip
+# A JSON file this size or smaller is parsed whole; a larger one (a long run's trainer_state.json) is only
+# checked to start as a JSON object.
+_JSON_PARSED_BYTES = 16 * 1024 * 1024
+
+
+def checkpoint_directory_problem(path: str, needs_weights: bool = True) -> str | None:
+    """What is wrong with ``path`` as a checkpoint to resume from, or None when it looks like one.
+
+    A Trainer checkpoint always has ``trainer_state.json``; its JSON files must hold JSON objects, its
+    ``optimizer.pt`` and ``scheduler.pt`` be archives ``torch.save`` wrote, and, to resume training, it must
+    hold weights (a weights file, or a folder: sharded, adapter and DeepSpeed layouts). A directory of junk
+    files ended in a `JSONDecodeError`, an unpickling error or the Trainer's "Can't find a valid checkpoint",
+    after the data were prepared. Only the start of each file is read (and a JSON file up to 16 MiB whole).
+
+    Args:
+        path: The directory.
+        needs_weights: Whether the weights are needed (`train`; `plan --resume-from` reads the optimizer only).
+
+    Returns:
+        What was expected and found, or None.
+    """
+    if not os.path.isdir(path):
+        return f"expected a checkpoint directory, got {describe_value(path)}, which is not a directory"
+    folder = Path(path)
+    if not (folder / TRAINER_STATE_FILE).is_file():
+        return (f"expected a checkpoint directory (with the {TRAINER_STATE_FILE} every Trainer checkpoint has), got "
+                f"{describe_value(path)}, which has no {TRAINER_STATE_FILE}")  # fmt: skip
+    for name in _JSON_FILES:
+        problem = _json_object_problem(folder / name)
+        if problem is not None:
+            return f"{folder / name}: {problem}, expected the JSON object a checkpoint holds"
+    for name in _TORCH_FILES:
+        if (folder / name).exists() and not _is_torch_archive(folder / name):
+            return f"{folder / name}: not a file torch.save wrote (damaged, or not a checkpoint file)"
+    has_weights = any((folder / name).is_file() for name in _WEIGHT_FILES)
+    if needs_weights and not has_weights and not any(entry.is_dir() for entry in folder.iterdir()):
+        return (f"expected a checkpoint with model weights, got {describe_value(path)}, which has none "
+                f"({', '.join(_WEIGHT_FILES[:3])}, ...)")  # fmt: skip
+    return None
+
+
+def _json_object_problem(file: Path) -> str | None:
+    import json
+
+    from ..core.yaml_json import DocumentError, read_text_bounded
+
+    if not file.exists():
         return None
-    return f"expected a checkpoint directory, got {describe_value(path)}, which is not a directory"
+    try:
+        if file.stat().st_size > _JSON_PARSED_BYTES:
+            with open(file, "rb") as opened:
+                start = opened.read(64).lstrip()
+            return None if start.startswith(b"{") else "not a JSON object"
+        data = json.loads(read_text_bounded(file, _JSON_PARSED_BYTES))
+    except DocumentError as error:
+        return error.detail
+    except (OSError, ValueError):
+        return "not valid JSON"
+    return None if isinstance(data, dict) else "not a JSON object"
+
+
+def _is_torch_archive(file: Path) -> bool:
+    """``torch.save`` writes a zip archive (since torch 1.6), or, in the legacy format, a pickle."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(file):
+            return True
+        with open(file, "rb") as opened:
+            return opened.read(1) == b"\x80"  # a pickle's PROTO opcode
+    except OSError:
+        return False
 
 
 def number_problem(key: str, value: Any, kind: type = float, bounds: Bounds | None = None) -> str | None:

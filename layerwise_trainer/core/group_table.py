@@ -5,11 +5,12 @@ A plan whose groups start later or follow their own schedules gets two more colu
 a plan without them prints exactly as before, so tables and JSON that scripts read do not change.
 Likewise a ``stack`` column appears only when a group's layer ids count within one stack of a model with
 several (``vision_tower``, ``language_model``; ``encoder``, ``decoder``): for a model with one stack the
-table is unchanged.
+table is unchanged; and an ``optimizer`` column only when the spec chooses optimizers (Muon and AdamW).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -40,6 +41,7 @@ class GroupRow:
         layer_id: Its layer id, for a sub-group of a layer-decayed group.
         timing: Its start, warm-up and shape; None when it follows the Trainer's schedule.
         stack: The stack its layer id counts within, in a model with several; else None.
+        optimizer: The algorithm that steps it, when the spec chooses optimizers; else None.
     """
 
     name: str
@@ -52,6 +54,7 @@ class GroupRow:
     layer_id: int | None
     timing: GroupTiming | None = None
     stack: str | None = None
+    optimizer: str | None = None
 
     @property
     def start(self) -> str | None:
@@ -87,6 +90,7 @@ def group_rows(plan: GroupPlan) -> list[GroupRow]:
                 layer_id=group.layer_id,
                 timing=group.timing,
                 stack=group.stack,
+                optimizer=group.optimizer,
             )
         else:
             rows[group.name] = GroupRow(
@@ -100,17 +104,51 @@ def group_rows(plan: GroupPlan) -> list[GroupRow]:
                 layer_id=row.layer_id,
                 timing=row.timing,
                 stack=row.stack,
+                optimizer=row.optimizer,
             )
     return list(rows.values())
 
 
-_HEADER = ("group", "tensors", "parameters", "lr", "weight decay", "no-decay tensors", "frozen", "layer")
-_STACK_HEADER = "stack"
-_TIMING_HEADER = ("start", "schedule")
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    left_aligned: bool
+    cell: Callable[[GroupRow], str]
+
+
+_COLUMNS = (
+    _Column("group", True, lambda row: row.name),
+    _Column("tensors", False, lambda row: str(row.tensors)),
+    _Column("parameters", False, lambda row: f"{row.parameters:,}"),
+    _Column("lr", False, lambda row: f"{row.lr:.4g}"),
+    _Column("weight decay", False, lambda row: "-" if row.frozen else f"{row.weight_decay:g}"),
+    _Column("no-decay tensors", False, lambda row: "-" if row.frozen else str(row.no_decay_tensors)),
+    _Column("frozen", False, lambda row: "yes" if row.frozen else "no"),
+)
+_OPTIMIZER = _Column("optimizer", True, lambda row: row.optimizer or "-")
+_STACK = _Column("stack", True, lambda row: row.stack or "-")
+_LAYER = _Column("layer", False, lambda row: "-" if row.layer_id is None else str(row.layer_id))
+_TIMING = (
+    _Column("start", True, lambda row: row.start or "-"),
+    _Column("schedule", True, lambda row: row.schedule or "-"),
+)
 
 
 def _has_stacks(plan: GroupPlan) -> bool:
     return any(group.stack is not None for group in plan.groups)
+
+
+def _columns(plan: GroupPlan) -> list[_Column]:
+    """The table's columns: the fixed ones, then those only some plans need."""
+    columns = list(_COLUMNS)
+    if plan.chooses_optimizers:
+        columns.append(_OPTIMIZER)
+    if _has_stacks(plan):
+        columns.append(_STACK)
+    columns.append(_LAYER)
+    if plan.has_group_schedules:
+        columns += _TIMING
+    return columns
 
 
 def render_table(plan: GroupPlan) -> str:
@@ -132,31 +170,15 @@ def render_table(plan: GroupPlan) -> str:
         print(render_table(resolve_groups(model, spec, learning_rate=2e-5, weight_decay=0.01)))
         ```
     """
-    timed = plan.has_group_schedules
-    stacked = _has_stacks(plan)
-    base = (*_HEADER[:-1], _STACK_HEADER, _HEADER[-1]) if stacked else _HEADER
-    header = (*base, *_TIMING_HEADER) if timed else base
-    left_aligned = {0, len(base), len(base) + 1} | ({len(base) - 2} if stacked else set())
-    lines = [header]
-    for row in group_rows(plan):
-        cells = (
-            row.name,
-            str(row.tensors),
-            f"{row.parameters:,}",
-            f"{row.lr:.4g}",
-            "-" if row.frozen else f"{row.weight_decay:g}",
-            "-" if row.frozen else str(row.no_decay_tensors),
-            "yes" if row.frozen else "no",
-            *((row.stack or "-",) if stacked else ()),
-            "-" if row.layer_id is None else str(row.layer_id),
-        )
-        lines.append((*cells, row.start or "-", row.schedule or "-") if timed else cells)
-    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    columns = _columns(plan)
+    lines = [tuple(column.header for column in columns)]
+    lines += [tuple(column.cell(row) for column in columns) for row in group_rows(plan)]
+    widths = [max(len(line[index]) for line in lines) for index in range(len(columns))]
     text = []
     for index, line in enumerate(lines):
         cells = [
-            cell.ljust(width) if column in left_aligned else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
+            cell.ljust(width) if column.left_aligned else cell.rjust(width)
+            for column, cell, width in zip(columns, line, widths, strict=True)
         ]
         text.append("  ".join(cells).rstrip())
         if index == 0:
@@ -180,8 +202,8 @@ def default_parameter_names(plan: GroupPlan) -> list[str]:
     return [name for group in plan.groups if group.source == DEFAULT_GROUP_NAME for name in group.parameter_names]
 
 
-def _row_data(row: GroupRow, timed: bool, stacked: bool) -> dict[str, Any]:
-    left_out = {"timing"} | (set() if stacked else {"stack"})
+def _row_data(row: GroupRow, timed: bool, stacked: bool, chooses: bool) -> dict[str, Any]:
+    left_out = {"timing"} | (set() if stacked else {"stack"}) | (set() if chooses else {"optimizer"})
     data = {field.name: getattr(row, field.name) for field in fields(row) if field.name not in left_out}
     if timed:
         data.update(start=row.start, schedule=row.schedule, timing=_timing_data(row.timing))
@@ -208,6 +230,8 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
     ``unfreeze_rank`` under gradual unfreezing), or None for a group that follows the Trainer's schedule.
     When a group's layer ids count within one stack of a model with several, every row and group also has
     ``stack`` (None outside a stack), and the data ``stacks``: each stack's short name and number of blocks.
+    When the spec chooses optimizers, every row and group also has ``optimizer`` (``muon``, ``adamw``,
+    ``trainer``; None for a frozen group).
 
     Args:
         plan: The resolved plan.
@@ -218,10 +242,11 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
     """
     timed = plan.has_group_schedules
     stacked = _has_stacks(plan)
+    chooses = plan.chooses_optimizers
     return {
         "num_layers": plan.num_layers,
         **({"stacks": _stack_depths(plan)} if stacked else {}),
-        "rows": [_row_data(row, timed, stacked) for row in group_rows(plan)],
+        "rows": [_row_data(row, timed, stacked, chooses) for row in group_rows(plan)],
         "groups": [
             {
                 "name": group.name,
@@ -236,6 +261,7 @@ def plan_to_data(plan: GroupPlan) -> dict[str, Any]:
                 "parameter_names": list(group.parameter_names),
                 **({"timing": _timing_data(group.timing)} if timed else {}),
                 **({"stack": group.stack} if stacked else {}),
+                **({"optimizer": group.optimizer} if chooses else {}),
             }
             for group in plan.groups
         ],

@@ -27,6 +27,7 @@ from ..errors import SpecError, did_you_mean, some_names
 from .gc_pause import gc_paused
 from .group_schedule import GroupTiming, ScheduleAmount
 from .layer_ids import LayerMap, detect_layers
+from .muon import ADAMW, MUON, OPTIMIZER_KEY, TRAINER, muon_takes
 from .name_patterns import (
     MATCH_TIMEOUT_SECONDS,
     FirstMatch,
@@ -42,6 +43,7 @@ from .parameter_names import (
     user_facing_names,
     user_model,
     walk_model,
+    whole_numel,
 )
 from .spec import DEFAULT_GROUP_NAME, GroupSpec, LayerwiseSpec, SpecSource, parse_spec
 from .weight_decay import STOCK_DECAY_RULE
@@ -79,6 +81,9 @@ class PlannedGroup:
         spec_index: Its spec group's place in ``groups``; None for the ``default`` group.
         unfreezes_by_own_key: Whether its gradual unfreezing comes from the group's own ``gradual_unfreeze``
             (else from the spec's top-level key).
+        optimizer: The algorithm that steps it (``muon``, ``adamw`` or ``trainer``) when the spec chooses
+            optimizers; None when ``TrainingArguments.optim``'s optimizer alone trains every group.
+        optimizer_by_own_key: Whether that choice is the group's own ``optimizer`` (else the top-level ``muon``).
     """
 
     name: str
@@ -95,6 +100,8 @@ class PlannedGroup:
     stack: str | None = None
     spec_index: int | None = None
     unfreezes_by_own_key: bool = False
+    optimizer: str | None = None
+    optimizer_by_own_key: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -103,8 +110,10 @@ class PlannedGroup:
         """Where ``key`` of this group sits in the spec, for errors: ``("groups[2]", "start")``.
 
         The ``default`` group's timing, and gradual unfreezing the group does not set itself, come from the
-        spec's top-level ``gradual_unfreeze``.
+        spec's top-level ``gradual_unfreeze``; an optimizer the group does not choose itself, from ``muon``.
         """
+        if key == "optimizer" and (self.spec_index is None or not self.optimizer_by_own_key):
+            return ("muon",)
         top_level = key == "gradual_unfreeze" and not self.unfreezes_by_own_key
         if self.spec_index is None or top_level:
             return ("gradual_unfreeze",)
@@ -163,8 +172,14 @@ class GroupPlan:
         """The names of the frozen groups."""
         return tuple(dict.fromkeys(group.name for group in self.frozen_groups))
 
+    @property
+    def chooses_optimizers(self) -> bool:
+        """Whether its groups name the algorithm that steps them (a `HybridOptimizer` takes them)."""
+        return any(group.optimizer is not None for group in self.trainable_groups)
+
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
-        """The torch param-group dicts, each with ``params``, ``name``, ``lr`` and ``weight_decay``."""
+        """The torch param-group dicts, each with ``params``, ``name``, ``lr`` and ``weight_decay`` (and
+        ``optimizer`` when the spec chooses optimizers)."""
         return [
             {
                 "params": list(parameters),
@@ -172,6 +187,7 @@ class GroupPlan:
                 "lr": group.lr,
                 "weight_decay": group.weight_decay,
                 **group.options,
+                **({OPTIMIZER_KEY: group.optimizer} if group.optimizer is not None else {}),
             }
             for group, parameters in zip(self.groups, self.group_parameters, strict=True)
             if not group.frozen
@@ -225,7 +241,6 @@ _name_and_parameter = operator.itemgetter(0, 2)
 _trains = operator.itemgetter(3)
 _decays = operator.itemgetter(4)
 _requires_grad = operator.attrgetter("requires_grad")
-_numel = torch.Tensor.numel
 _stack_of_block = operator.itemgetter(0)  # of a `LayerMap.blocks` value
 
 
@@ -415,16 +430,21 @@ class _Settings:
     layer_stacks: str | None = None
     spec_index: int | None = None
     unfreezes_by_own_key: bool = False
+    optimizer: str | None = None
+    optimizer_by_own_key: bool = False
+    muon: _MuonPart | None = None
 
     @classmethod
     def of_group(cls, group: GroupSpec, index: int, base_lr: float, base_wd: float, spec: LayerwiseSpec) -> _Settings:
         lr = group.learning_rate(base_lr)
         if group.lr_scale is not None and not group.is_frozen:
             _check_scaled_rate(lr, group.lr_scale, base_lr, where=(f"groups[{index}]", "lr_scale"), group=group.name)
+        weight_decay = base_wd if group.weight_decay is None else group.weight_decay
+        optimizer = None if group.is_frozen else spec.optimizer_of(group)
         return cls(
             name=group.name,
             lr=lr,
-            weight_decay=base_wd if group.weight_decay is None else group.weight_decay,
+            weight_decay=weight_decay,
             frozen=group.is_frozen,
             layer_decay=spec.layer_decay_of(group),
             num_layers=group.num_layers,
@@ -435,7 +455,49 @@ class _Settings:
             layer_stacks=spec.layer_stacks_of(group),
             spec_index=index,
             unfreezes_by_own_key=group.gradual_unfreeze is not None,
+            optimizer=optimizer,
+            optimizer_by_own_key=group.optimizer is not None,
+            muon=_MuonPart.of(group, spec, lr, base_wd) if optimizer == MUON else None,
         )
+
+    def located(self, key: str) -> tuple[str, ...]:
+        """Where ``key`` sits for this group: under the group, or under the top-level ``muon`` for Muon's keys."""
+        if self.spec_index is None or (key in ("optimizer", "adamw_lr") and not self.optimizer_by_own_key):
+            return ("muon",)
+        return (*self.where, key)
+
+
+@dataclass(frozen=True)
+class _MuonPart:
+    """How a group that Muon trains splits: Muon's hyperparameters, and the rate of what it does not take.
+
+    Args:
+        weight_decay: The Muon part's weight decay: the group's, else the top-level ``muon``'s, else the base.
+        options: Muon's hyperparameters: the top-level ``muon``'s, overridden by the group's own keys.
+        adamw_lr: The rate (before layer decay) of the parameters Muon does not take; None: the group's rate.
+        adamw_rate_stated: Whether that rate is stated, or the group's rate is an AdamW rate (Moonlight's
+            ``match_rms_adamw`` scaling).
+    """
+
+    weight_decay: float
+    options: Mapping[str, Any]
+    adamw_lr: float | None
+    adamw_rate_stated: bool
+
+    @classmethod
+    def of(cls, group: GroupSpec | None, spec: LayerwiseSpec, lr: float, base_wd: float) -> _MuonPart:
+        top = spec.muon
+        options = {**(top.options if top is not None else {}), **(group.options if group is not None else {})}
+        own_wd = None if group is None else group.weight_decay
+        top_wd = None if top is None else top.weight_decay
+        weight_decay = own_wd if own_wd is not None else top_wd if top_wd is not None else base_wd
+        scale = None if group is None else group.adamw_lr_scale
+        scale = scale if scale is not None else (None if top is None else top.adamw_lr_scale)
+        adamw_lr = group.adamw_lr if group is not None and group.adamw_lr is not None else None
+        if adamw_lr is None and scale is not None:
+            adamw_lr = lr * scale
+        stated = adamw_lr is not None or options.get("adjust_lr_fn") == "match_rms_adamw"
+        return cls(weight_decay, MappingProxyType(options), adamw_lr, stated)
 
 
 def _timing_of(group: GroupSpec) -> GroupTiming | None:
@@ -468,6 +530,18 @@ def _check_scaled_rate(lr: float, scale: float, base_lr: float, *, where: tuple[
         raise SpecError(
             f"the learning rate {scale:g} x {base_lr:g} underflows to 0; {_FREEZE_HINT}", path=where, group=group
         )
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Tensors of one sub-group that one optimizer steps alike: before the split into decay and no-decay."""
+
+    name: str
+    tensors: Sequence[_Tensor]
+    lr: float
+    weight_decay: float
+    options: Mapping[str, Any]
+    optimizer: str | None
 
 
 @dataclass(frozen=True)
@@ -515,9 +589,11 @@ class _GroupBuilder:
                 )
             return [self._planned(settings.name, settings, members, 0.0, settings.weight_decay, frozen=True)]
 
+        if settings.muon is not None:
+            self._check_muon_split(settings, trainable)
         ratio = settings.layer_decay
         if ratio is None or (ratio == 1.0 and settings.unfreeze_every is None):
-            return self._split_by_decay(settings.name, settings, trainable, settings.lr, None, settings.timing)
+            return self._split(settings.name, settings, trainable, 1.0, None, settings.timing)
 
         planned = []
         for numbering in self._numberings(settings, trainable):
@@ -585,7 +661,8 @@ class _GroupBuilder:
         top_down = sorted(by_layer, reverse=True)
         prefix = f"{settings.name}/{numbering.stack}" if numbering.in_name else settings.name
         for layer_id in sorted(by_layer):
-            lr = settings.lr * ratio ** (num_layers + 1 - layer_id)
+            factor = ratio ** (num_layers + 1 - layer_id)
+            lr = settings.lr * factor
             if lr == 0 and settings.lr > 0:
                 raise SpecError(
                     f"the learning rate {settings.lr:g} x {ratio:g} ** {num_layers + 1 - layer_id} of layer {layer_id} "
@@ -600,7 +677,7 @@ class _GroupBuilder:
                 timing = dataclasses.replace(
                     timing or GroupTiming(), unfreeze_every=settings.unfreeze_every, unfreeze_rank=rank
                 )
-            planned += self._split_by_decay(name, settings, by_layer[layer_id], lr, layer_id, timing, numbering.stack)
+            planned += self._split(name, settings, by_layer[layer_id], factor, layer_id, timing, numbering.stack)
         return planned
 
     def _num_layers(self, settings: _Settings, trainable: Sequence[_Tensor]) -> int:
@@ -625,34 +702,83 @@ class _GroupBuilder:
                 )
         return settings.num_layers
 
-    def _split_by_decay(
+    def _muon_takes(self, tensor: _Tensor) -> bool:
+        return muon_takes(tuple(tensor.parameter.shape), self.layers.stack_of(tensor.name) is not None)
+
+    def _check_muon_split(self, settings: _Settings, trainable: Sequence[_Tensor]) -> None:
+        """Refuse a group that names Muon and has nothing Muon takes, and an AdamW part whose rate is unstated."""
+        assert settings.muon is not None
+        taken = [tensor for tensor in trainable if self._muon_takes(tensor)]
+        if not taken and settings.optimizer_by_own_key:
+            raise SpecError(
+                "Muon takes the 2-D weight matrices inside transformer blocks, and this group has none (its "
+                f"{len(trainable)} trainable parameters are 1-D or outside the blocks, such as "
+                f"{some_names([tensor.name for tensor in trainable], 2)}); choose optimizer: adamw for it",
+                path=settings.located("optimizer"),
+                group=settings.name,
+            )
+        if taken and len(taken) < len(trainable) and not settings.muon.adamw_rate_stated:
+            rest = [tensor.name for tensor in trainable if not self._muon_takes(tensor)]
+            path = settings.located("adamw_lr")
+            keys = "the top-level muon's adamw_lr_scale" if path == ("muon",) else "adamw_lr or adamw_lr_scale"
+            raise SpecError(
+                f"AdamW trains what Muon does not take in this group ({some_names(rest, 2)}), and its rate is not "
+                f"stated: under Muon's 'original' lr scaling the group's rate is no AdamW rate. Set {keys}, or "
+                "adjust_lr_fn: match_rms_adamw (Moonlight's scaling, AdamW's rate carried over)",
+                path=path,
+                group=settings.name,
+            )
+
+    def _split(
         self,
         name: str,
         settings: _Settings,
         tensors: Sequence[_Tensor],
-        lr: float,
+        factor: float,
         layer_id: int | None,
         timing: GroupTiming | None,
         stack: str | None = None,
     ) -> list[PlannedGroup]:
-        never = self.never_decayed
+        """One (sub-)group's tensors by optimizer (Muon's matrices; the rest as ``<name>/adamw``), then by decay.
+
+        ``factor`` is the layer-decay factor of the sub-group (1 without layer decay).
+        """
+        muon = settings.muon
+        if muon is None:
+            part = _Part(
+                name, tensors, settings.lr * factor, settings.weight_decay, settings.options, settings.optimizer
+            )
+            return self._split_by_decay(part, settings, layer_id, timing, stack)
+        taken = [tensor for tensor in tensors if self._muon_takes(tensor)]
+        rest = [tensor for tensor in tensors if not self._muon_takes(tensor)]
+        parts = []
+        if taken:
+            parts.append(_Part(name, taken, settings.lr * factor, muon.weight_decay, muon.options, MUON))
+        if rest:
+            rate = settings.lr if muon.adamw_lr is None else muon.adamw_lr
+            parts.append(_Part(f"{name}/adamw" if taken else name, rest, rate * factor, settings.weight_decay,
+                               _EMPTY_OPTIONS, ADAMW))  # fmt: skip
+        return [group for part in parts for group in self._split_by_decay(part, settings, layer_id, timing, stack)]
+
+    def _split_by_decay(
+        self,
+        part: _Part,
+        settings: _Settings,
+        layer_id: int | None,
+        timing: GroupTiming | None,
+        stack: str | None = None,
+    ) -> list[PlannedGroup]:
+        tensors, never = part.tensors, self.never_decayed
         decays = [tensor.decays and tensor.name not in never for tensor in tensors] if never else map(_decays, tensors)
         decays = list(decays)
         decay = list(compress(tensors, decays))
         no_decay = list(compress(tensors, map(operator.not_, decays)))
+        common = dict(layer_id=layer_id, timing=timing, stack=stack, options=part.options, optimizer=part.optimizer)
         planned = []
         if decay:
-            planned.append(
-                self._planned(
-                    name, settings, decay, lr, settings.weight_decay, layer_id=layer_id, timing=timing, stack=stack
-                )
-            )
+            planned.append(self._planned(part.name, settings, decay, part.lr, part.weight_decay, **common))
         if no_decay:
-            planned.append(
-                self._planned(
-                    name, settings, no_decay, lr, 0.0, layer_id=layer_id, no_decay=True, timing=timing, stack=stack
-                )
-            )
+            planned.append(self._planned(part.name, settings, no_decay, part.lr, 0.0, no_decay=True, **common))
         return planned
 
     def _planned(
@@ -668,23 +794,27 @@ class _GroupBuilder:
         no_decay: bool = False,
         timing: GroupTiming | None = None,
         stack: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        optimizer: str | None = None,
     ) -> PlannedGroup:
         parameters = tuple(map(_parameter_of, tensors))
         group = PlannedGroup(
             name=name,
             source=settings.name,
             parameter_names=tuple(map(_name_of, tensors)),
-            num_elements=sum(map(_numel, parameters)),
+            num_elements=sum(map(whole_numel, parameters)),
             lr=lr,
             weight_decay=weight_decay,
             frozen=frozen,
             layer_id=layer_id,
             no_decay=no_decay,
-            options=settings.options,
+            options=settings.options if options is None else options,
             timing=timing,
             stack=stack,
             spec_index=settings.spec_index,
             unfreezes_by_own_key=settings.unfreezes_by_own_key,
+            optimizer=optimizer,
+            optimizer_by_own_key=settings.optimizer_by_own_key,
         )
         self.parameters_of[id(group)] = parameters
         return group
@@ -801,11 +931,19 @@ def resolve_groups(
             where=(),
             unfreeze_every=spec.unfreeze_every_of(None),
             layer_stacks=spec.layer_stacks_of(None),
+            optimizer=spec.optimizer_of(None),
+            muon=_MuonPart.of(None, spec, learning_rate, weight_decay) if spec.optimizer_of(None) == MUON else None,
         )
         planned += builder.build(default, unmatched_trainable)
 
     if all(group.frozen for group in planned):
         raise SpecError("no parameter is left to train: every group is frozen or matches only frozen parameters")
+    group_parameters = tuple(builder.parameters_of[id(group)] for group in planned)  # in the order of planned
+    if any(group.optimizer is not None for group in planned):  # every trainable group names its algorithm
+        planned = [
+            dataclasses.replace(group, optimizer=TRAINER) if group.optimizer is None and not group.frozen else group
+            for group in planned
+        ]
 
     plan = GroupPlan(
         groups=tuple(planned),
@@ -815,7 +953,7 @@ def resolve_groups(
     )
     # Resolving holds each group's tensors: filling the cache here spares looking every name up again (at
     # 50,000 tensors 3-9 ms, 2 cores) when the optimizer is built.
-    plan.__dict__["group_parameters"] = tuple(builder.parameters_of[id(group)] for group in planned)
+    plan.__dict__["group_parameters"] = group_parameters
     return plan
 
 

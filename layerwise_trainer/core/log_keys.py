@@ -15,6 +15,10 @@ GRAD_NORM_PREFIX = "grad_norm/"
 UPDATE_RATIO_PREFIX = "update_ratio/"
 PARAM_NORM_PREFIX = "param_norm/"
 DIAGNOSTIC_PREFIXES = (GRAD_NORM_PREFIX, UPDATE_RATIO_PREFIX, PARAM_NORM_PREFIX)
+# The event logged when a group whose start an evaluation decides (or that follows such a group) starts:
+# {"group_started": <group>, "reason": <why>, "step": <its start>}.
+GROUP_STARTED_KEY = "group_started"
+START_REASON_KEY = "reason"
 # Hyperparameters the diagnostics log per group once they differ between groups or change.
 LOGGED_HYPERPARAMETERS = ("weight_decay", "momentum", "beta1", "beta2")
 

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from ..errors import SpecError, did_you_mean
-from .spec import GROUP_KEYS, LayerwiseSpec
+from .muon import MUON, MUON_GROUP_KEYS, TRAINER
+from .spec import GROUP_KEYS, GroupSpec, LayerwiseSpec
 
 
 def optimizer_hyperparameters(optimizer_cls: type[torch.optim.Optimizer]) -> dict[str, Any] | None:
@@ -75,38 +76,63 @@ def validate_group_options(
     Raises:
         SpecError: A key the optimizer does not have, or a value it refuses, naming the group.
     """
-    known = optimizer_hyperparameters(optimizer_cls)
     for index, group in enumerate(spec.groups):
         if not group.options:
             continue
+        group_cls, group_kwargs, group_label = _optimizer_of(spec, group, optimizer_cls, optimizer_kwargs, label)
         where = f"groups[{index}]"
+        known = optimizer_hyperparameters(group_cls)
         if known is not None:
+            spec_keys = [key for key in GROUP_KEYS if key not in MUON_GROUP_KEYS or spec.optimizer_of(group) == MUON]
             for key in group.options:
                 if key not in known:
-                    hint = did_you_mean(key, [*GROUP_KEYS, *known])
+                    hint = did_you_mean(key, [*spec_keys, *known])
                     raise SpecError(
-                        f"unknown key {key!r}: neither a spec key nor a hyperparameter of {label}{hint}; "
-                        f"spec keys: {', '.join(GROUP_KEYS)}; {label} takes: {', '.join(sorted(known))}",
+                        f"unknown key {key!r}: neither a spec key nor a hyperparameter of {group_label}{hint}; "
+                        f"spec keys: {', '.join(spec_keys)}; {group_label} takes: {', '.join(sorted(known))}",
                         path=(where, key),
                         group=group.name,
                     )
             for key, value in group.options.items():
                 problem = _type_mismatch(value, known[key])
                 if problem:
-                    raise SpecError(f"{label} expects {problem}, got {value!r}", path=(where, key), group=group.name)
+                    raise SpecError(
+                        f"{group_label} expects {problem}, got {value!r}", path=(where, key), group=group.name
+                    )
         try:
-            _probe(optimizer_cls, {**optimizer_kwargs, **group.options}, device)
+            _probe(group_cls, {**group_kwargs, **group.options}, device)
         except Exception as error:  # whatever the optimizer raises, it refuses these values
             keys = ", ".join(group.options)
             raise SpecError(
-                f"{label} refuses the group's hyperparameters ({keys}): {error}", path=(where,), group=group.name
+                f"{group_label} refuses the group's hyperparameters ({keys}): {error}", path=(where,), group=group.name
             ) from None
+
+
+def _optimizer_of(
+    spec: LayerwiseSpec,
+    group: GroupSpec,
+    optimizer_cls: type[torch.optim.Optimizer],
+    optimizer_kwargs: Mapping[str, Any],
+    label: str,
+) -> tuple[type[torch.optim.Optimizer], Mapping[str, Any], str]:
+    """The optimizer that takes a group's options: the one given, or the algorithm the group chooses in a
+    `HybridOptimizer` (whose keyword arguments hold ``algorithms``), with the top-level Muon settings."""
+    algorithms = optimizer_kwargs.get("algorithms")
+    if not isinstance(algorithms, Mapping):
+        return optimizer_cls, optimizer_kwargs, label
+    kind = spec.optimizer_of(group) or TRAINER
+    kind_cls, kind_kwargs = algorithms[kind]
+    if kind == MUON and spec.muon is not None:
+        kind_kwargs = {**kind_kwargs, **spec.muon.options}
+    kind_label = label if kind == TRAINER else kind_cls.__name__
+    return kind_cls, kind_kwargs, kind_label
 
 
 def _probe(optimizer_cls: type[torch.optim.Optimizer], kwargs: Mapping[str, Any], device: torch.device | None) -> None:
     """Build the optimizer on a one-element tensor and, off the meta device, take one step."""
     runs = device is not None and device.type != "meta"
-    parameter = torch.zeros(1, requires_grad=True, device=device if runs else "cpu")
+    # 2-D, which every optimizer takes (Muon takes nothing else).
+    parameter = torch.zeros(1, 1, requires_grad=True, device=device if runs else "cpu")
     optimizer = optimizer_cls([parameter], **kwargs)
     if runs:
         parameter.grad = torch.ones_like(parameter)

@@ -15,6 +15,7 @@ first parameter, as lists) cannot be moved this way and is refused, naming the o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,8 @@ class GroupTransfer:
         reshaped: Parameters whose shape changed since: their state was left behind, they start fresh.
         dropped: Parameters of this saved group that the optimizer no longer holds.
         changes: Hyperparameters that differ from the saved ones, as ``"lr 0.001 -> 0.002"``.
+        switched: Parameters another algorithm steps now (Muon instead of AdamW): their state holds other
+            tensors, they start fresh.
     """
 
     label: str
@@ -50,6 +53,7 @@ class GroupTransfer:
     reshaped: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
     changes: tuple[str, ...] = ()
+    switched: tuple[str, ...] = ()
 
     def to_data(self) -> dict[str, Any]:
         """The row as plain data (lists of names)."""
@@ -60,6 +64,7 @@ class GroupTransfer:
             "reshaped": list(self.reshaped),
             "dropped": list(self.dropped),
             "changes": list(self.changes),
+            **({"switched": list(self.switched)} if self.switched else {}),
         }
 
 
@@ -90,9 +95,11 @@ class StateTransfer:
             "| --- | ---: | ---: | ---: | --- |",
         ]
         for group in self.groups:
-            fresh = f"{len(group.fresh) + len(group.reshaped)}"
-            if group.reshaped:
-                fresh += f" ({len(group.reshaped)} reshaped)"
+            fresh = f"{len(group.fresh) + len(group.reshaped) + len(group.switched)}"
+            reasons = ((group.reshaped, "reshaped"), (group.switched, "switched optimizer"))
+            notes = [f"{len(names)} {why}" for names, why in reasons if names]
+            if notes:
+                fresh += f" ({', '.join(notes)})"
             changes = "; ".join(group.changes) or "-"
             lines.append(f"| {group.label} | {len(group.carried)} | {fresh} | {len(group.dropped)} | {changes} |")
         return "\n".join(lines)
@@ -181,17 +188,25 @@ def _numel(shape: Sequence[int]) -> int:
 
 
 def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    """A hyperparameter as compared and shown: floats to 12 significant digits (a rate computed as 0.002 x
+    0.4 ** 2 is 0.00032, not 0.0003200000000000001), tuples as lists."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.12g}")
+    return value
 
 
 def hyperparameter_changes(saved: Sequence[Mapping[str, Any]], current: Mapping[str, Any]) -> list[str]:
     """The hyperparameters of ``current`` that differ from those of the saved groups it took parameters from.
 
-    Only the keys both sides have are compared (a stock checkpoint's param groups hold every default).
+    Only the keys both sides have are compared (a stock checkpoint's param groups hold every default). Floats
+    are compared and shown to 12 significant digits, so that the rounding of a computed rate is no change.
 
     Example:
         ```python
         assert hyperparameter_changes([{"lr": 1e-3}], {"lr": 2e-3}) == ["lr 0.001 -> 0.002"]
+        assert hyperparameter_changes([{"lr": 0.00032}], {"lr": 0.002 * 0.4**2}) == []
         ```
     """
     changes = []
@@ -216,8 +231,9 @@ def transfer_state(
 
     Args:
         saved_state: The saved optimizer state dict.
-        saved_groups: The saved layout's groups: ``name``, ``parameters`` (``[name, shape]`` lists) and
-            ``hyperparameters`` (a mapping compared with the current one).
+        saved_groups: The saved layout's groups: ``name``, ``parameters`` (``[name, shape]`` lists),
+            ``hyperparameters`` (a mapping compared with the current one) and optionally ``algorithm`` (what
+            steps the group; a parameter whose algorithm changed starts fresh).
         current_groups: The current layout's groups, the same way, in the optimizer's order.
         current_param_groups: The current optimizer's ``state_dict()["param_groups"]``; they become the
             new state dict's param groups unchanged.
@@ -237,10 +253,11 @@ def transfer_state(
     """
     by_name = saved_state_by_name(saved_state, saved_groups, optimizer_label)
     saved_labels = group_labels(saved_groups)
-    saved_shape, saved_group_of = {}, {}
+    saved_shape, saved_group_of, saved_algorithm = {}, {}, {}
     for label, group in zip(saved_labels, saved_groups, strict=True):
         for name, shape in group["parameters"]:
             saved_shape[name], saved_group_of[name] = list(shape), label
+            saved_algorithm[name] = group.get("algorithm")
     current_names = {name for group in current_groups for name, _ in group["parameters"]}
     dropped: dict[str, list[str]] = {}
     for name, label in saved_group_of.items():
@@ -249,10 +266,12 @@ def transfer_state(
     state, rows, index = {}, [], 0
     saved_by_label = dict(zip(saved_labels, saved_groups, strict=True))
     for label, group in zip(group_labels(current_groups), current_groups, strict=True):
-        carried, fresh, reshaped, sources = [], [], [], []
+        carried, fresh, reshaped, switched, sources = [], [], [], [], []
         for name, shape in group["parameters"]:
             if name in saved_shape and saved_shape[name] != list(shape):
                 reshaped.append(name)
+            elif name in by_name and saved_algorithm[name] != group.get("algorithm"):
+                switched.append(name)
             elif name in by_name:
                 state[index] = by_name[name]
                 carried.append(name)
@@ -265,7 +284,7 @@ def transfer_state(
         saved_hyperparameters = [saved_by_label[source]["hyperparameters"] for source in sources]
         changes = hyperparameter_changes(saved_hyperparameters, group["hyperparameters"])
         rows.append(GroupTransfer(label, tuple(carried), tuple(fresh), tuple(reshaped), tuple(dropped.pop(label, ())),
-                                  tuple(changes)))  # fmt: skip
+                                  tuple(changes), tuple(switched)))  # fmt: skip
     rows += [GroupTransfer(label, dropped=tuple(names)) for label, names in dropped.items()]
     param_groups = [dict(group) for group in current_param_groups]
     return StateTransfer({"state": state, "param_groups": param_groups}, tuple(rows))

@@ -14,11 +14,13 @@ the way at no measurable cost, where lower-casing and searching every name after
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 # Segments that wrappers insert anywhere in a parameter name.
@@ -202,3 +204,18 @@ def user_model(model: nn.Module) -> nn.Module:
     while isinstance(getattr(model, "_orig_mod", None), nn.Module):
         model = model._orig_mod
     return model
+
+
+def whole_shape(parameter: torch.Tensor) -> torch.Size:
+    """The parameter's shape; for one that DeepSpeed ZeRO-3 has partitioned, the whole tensor's ``ds_shape``.
+
+    A model built under ``deepspeed.zero.Init`` (``from_pretrained`` with a ZeRO-3 config) holds placeholders of
+    shape ``(0,)`` on every rank, and the real shape in ``ds_shape``.
+    """
+    shape = getattr(parameter, "ds_shape", None)
+    return parameter.shape if shape is None else torch.Size(shape)
+
+
+def whole_numel(parameter: torch.Tensor) -> int:
+    """The number of elements of the whole parameter (see `whole_shape`)."""
+    return math.prod(whole_shape(parameter))

@@ -8,7 +8,6 @@ not check the spec again.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
 import os
@@ -23,16 +22,26 @@ import regex
 from ..errors import SpecError, describe_value, did_you_mean, whole_number_problem
 from .group_schedule import (
     SCHEDULE_KEYS,
-    START_UNITS,
+    START_TYPES,
     WARMUP_UNITS,
+    PlateauTrigger,
     ScheduleAmount,
     parse_amount,
     parse_min_lr_ratio,
     parse_shape,
+    parse_start,
     parse_unfreeze_every,
 )
+from .muon import MUON, MUON_OPTIONS, OPTIMIZER_KINDS, MuonSettings, parse_adamw_rate, parse_muon_option
 from .name_patterns import compile_pattern, is_exact_name
-from .yaml_json import JSON_SUFFIXES, YAML_SUFFIXES, DocumentError, load_document, parse_json
+from .yaml_json import (
+    JSON_SUFFIXES,
+    YAML_SUFFIXES,
+    DocumentError,
+    DocumentTooLargeError,
+    load_document,
+    parse_json,
+)
 
 GROUP_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 DEFAULT_GROUP_NAME = "default"
@@ -48,8 +57,11 @@ GROUP_KEYS = (
     *SCHEDULE_KEYS,
     "gradual_unfreeze",
     "layer_stacks",
+    "optimizer",
+    "adamw_lr",
+    "adamw_lr_scale",
 )
-TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched", "gradual_unfreeze", "no_weight_decay", "layer_stacks")
+TOP_LEVEL_KEYS = ("groups", "layer_decay", "unmatched", "gradual_unfreeze", "no_weight_decay", "layer_stacks", "muon")
 UNMATCHED_POLICIES = ("default", "error")
 # How layer decay numbers a group's blocks when they sit in several stacks (an encoder and a decoder).
 LAYER_STACKS = ("joined", "separate")
@@ -213,18 +225,25 @@ class GroupSpec:
             tower and a language model): ``"separate"``, each stack from its own top; ``"joined"``, one
             sequence through the stacks. When not given, the spec's top-level value; without that, a group
             whose blocks sit in one stack decays within it and a group over several stacks is joined.
-        start: When the group starts (``100`` optimizer steps, ``{epochs: 1}``, ``{fraction: 0.25}``);
-            before it the group's rate is 0 and its parameters get no gradients.
+        start: When the group starts (``100`` optimizer steps, ``{epochs: 1}``, ``{fraction: 0.25}``, or
+            ``{plateau: {metric: eval_loss, patience: 2, ...}}``, decided at an evaluation); before it the
+            group's rate is 0 and its parameters get no gradients.
         warmup: The group's own linear warm-up from its start (``50`` steps or ``{ratio: 0.1}`` of the
             group's own steps); the Trainer's warm-up steps when not given.
         schedule: The group's schedule shape (``constant``, ``linear``, ``cosine``); the Trainer's
             ``lr_scheduler_type``, counted from the group's start, when not given.
         min_lr_ratio: The floor of ``schedule: cosine``, as a ratio of the group's rate.
-        gradual_unfreeze: ``{every: K}`` (steps, or ``{epochs: K}``, ``{fraction: F}``): the group's layer
-            sub-groups start one after another from the top layer down, K apart; ``false`` turns the
+        gradual_unfreeze: ``{every: K}`` (steps, or ``{epochs: K}``, ``{fraction: F}``, or ``{plateau: {...}}``
+            for the next plateau): the group's layer sub-groups start one after another from the top layer
+            down, K apart; ``false`` turns the
             spec's top-level setting off for this group. Needs layer decay.
+        optimizer: Which optimizer steps the group: ``"muon"`` (Muon for the 2-D weight matrices of its
+            transformer blocks, AdamW for the rest, see `layerwise_trainer.core.muon`), ``"adamw"`` or
+            ``"trainer"`` (``TrainingArguments.optim``'s); the top-level ``muon`` setting's split when not given.
+        adamw_lr: In a group Muon trains: the absolute rate of the parameters Muon does not take.
+        adamw_lr_scale: In a group Muon trains: their rate, times the group's.
         options: Further optimizer hyperparameters (``betas``, ``eps``, ``momentum``...), passed to
-            the param group.
+            the param group (to its Muon part, in a group Muon trains).
 
     Example:
         ```python
@@ -242,11 +261,14 @@ class GroupSpec:
     layer_decay: float | None = None
     num_layers: int | None = None
     layer_stacks: str | None = None
-    start: ScheduleAmount | int | Mapping[str, float] | None = None
+    start: ScheduleAmount | PlateauTrigger | int | Mapping[str, Any] | None = None
     warmup: ScheduleAmount | int | Mapping[str, float] | None = None
     schedule: str | None = None
     min_lr_ratio: float | None = None
-    gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | bool | None = None
+    gradual_unfreeze: ScheduleAmount | PlateauTrigger | Mapping[str, Any] | bool | None = None
+    optimizer: str | None = None
+    adamw_lr: float | None = None
+    adamw_lr_scale: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -281,6 +303,7 @@ class GroupSpec:
         if self.layer_stacks is not None:
             set_field(self, "layer_stacks", _layer_stacks(self.layer_stacks))
         self._normalise_schedule_keys()
+        self._normalise_optimizer_keys()
         if not isinstance(self.options, Mapping):
             raise SpecError(f"expected a mapping, got {describe_value(self.options)}", path=("options",))
         options = {}
@@ -291,13 +314,33 @@ class GroupSpec:
                 raise SpecError(f"{key!r} is a spec key; set it as a field, not as an optimizer option", path=(key,))
             if key in RESERVED_OPTION_KEYS:
                 raise SpecError(f"{key!r} is set by the optimizer and scheduler and cannot be given", path=(key,))
-            options[key] = _option_value(value, key)
+            options[key] = (
+                parse_muon_option(key, value)
+                if self.optimizer == MUON and key in MUON_OPTIONS
+                else (_option_value(value, key))
+            )
         set_field(self, "options", MappingProxyType(options))
+
+    def _normalise_optimizer_keys(self) -> None:
+        if self.optimizer is not None:
+            if self.optimizer not in OPTIMIZER_KINDS:
+                expected = ", ".join(OPTIMIZER_KINDS)
+                raise SpecError(
+                    f"expected one of {expected}, got {describe_value(self.optimizer)}", path=("optimizer",)
+                )
+            if self.is_frozen:
+                reason = "freeze: true" if self.freeze else "a learning rate of 0"
+                raise SpecError(
+                    f"a group with {reason} is in no optimizer, so it cannot choose one", path=("optimizer",)
+                )
+        adamw_lr, adamw_lr_scale = parse_adamw_rate(self.adamw_lr, self.adamw_lr_scale)
+        object.__setattr__(self, "adamw_lr", adamw_lr)
+        object.__setattr__(self, "adamw_lr_scale", adamw_lr_scale)
 
     def _normalise_schedule_keys(self) -> None:
         set_field = object.__setattr__
         if self.start is not None:
-            set_field(self, "start", parse_amount(self.start, "start", START_UNITS))
+            set_field(self, "start", parse_start(self.start))
         if self.warmup is not None:
             set_field(self, "warmup", parse_amount(self.warmup, "warmup", WARMUP_UNITS))
         if self.schedule is not None:
@@ -306,7 +349,7 @@ class GroupSpec:
             set_field(self, "min_lr_ratio", parse_min_lr_ratio(self.min_lr_ratio, self.schedule))
         if self.gradual_unfreeze is not None and self.gradual_unfreeze is not False:
             every = self.gradual_unfreeze
-            if isinstance(every, ScheduleAmount):
+            if isinstance(every, START_TYPES):
                 every = {"every": every}
             set_field(self, "gradual_unfreeze", parse_unfreeze_every(every))
         used = self.schedule_keys
@@ -319,7 +362,7 @@ class GroupSpec:
         """The per-group schedule keys this group sets (``start``, ``warmup``, ``schedule``, ``min_lr_ratio``,
         ``gradual_unfreeze``)."""
         keys = tuple(key for key in SCHEDULE_KEYS if getattr(self, key) is not None)
-        return keys + (("gradual_unfreeze",) if isinstance(self.gradual_unfreeze, ScheduleAmount) else ())
+        return keys + (("gradual_unfreeze",) if isinstance(self.gradual_unfreeze, START_TYPES) else ())
 
     def __getstate__(self) -> dict[str, Any]:
         # A mappingproxy neither pickles nor deep-copies; the options travel as a plain dict.
@@ -352,7 +395,8 @@ class GroupSpec:
             "name": self.name,
             "match": self.match[0] if len(self.match) == 1 else list(self.match),
         }
-        for key in ("lr", "lr_scale", "weight_decay", "layer_decay", "num_layers", "layer_stacks"):
+        for key in ("lr", "lr_scale", "weight_decay", "layer_decay", "num_layers", "layer_stacks", "optimizer",
+                    "adamw_lr", "adamw_lr_scale"):  # fmt: skip
             if getattr(self, key) is not None:
                 result[key] = getattr(self, key)
         if self.freeze:
@@ -362,7 +406,7 @@ class GroupSpec:
             if key == "gradual_unfreeze":
                 result[key] = {"every": value.to_spec()}
             else:
-                result[key] = value.to_spec() if isinstance(value, ScheduleAmount) else value
+                result[key] = value.to_spec() if isinstance(value, START_TYPES) else value
         if self.gradual_unfreeze is False:
             result["gradual_unfreeze"] = False
         for key, value in self.options.items():
@@ -387,6 +431,9 @@ class LayerwiseSpec:
             ``gradual_unfreeze`` overrides it.
         no_weight_decay: Patterns (as in ``match``) of parameters that never get weight decay, added to
             the Trainer's rule (biases and norms): embeddings, position embeddings, ``cls_token``.
+        muon: ``true`` or a mapping of Muon's settings (`MuonSettings`): every group that chooses no
+            ``optimizer`` is trained by Muon for the 2-D weight matrices of its transformer blocks and by AdamW
+            for the rest.
 
     Example:
         ```python
@@ -401,8 +448,9 @@ class LayerwiseSpec:
     layer_decay: float | None = None
     layer_stacks: str | None = None
     unmatched: Literal["default", "error"] = "default"
-    gradual_unfreeze: ScheduleAmount | Mapping[str, Any] | None = None
+    gradual_unfreeze: ScheduleAmount | PlateauTrigger | Mapping[str, Any] | None = None
     no_weight_decay: str | Sequence[str] = ()
+    muon: MuonSettings | Mapping[str, Any] | bool | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.groups, (str, bytes, Mapping)) or not isinstance(self.groups, Sequence):
@@ -448,6 +496,32 @@ class LayerwiseSpec:
             object.__setattr__(self, "no_weight_decay", ())
         else:
             object.__setattr__(self, "no_weight_decay", _patterns(self.no_weight_decay, "no_weight_decay"))
+        object.__setattr__(self, "muon", MuonSettings.parse(self.muon))
+        self._check_adamw_rates()
+
+    def _check_adamw_rates(self) -> None:
+        for index, group in enumerate(self.groups):
+            stated = "adamw_lr" if group.adamw_lr is not None else "adamw_lr_scale" if group.adamw_lr_scale else None
+            if stated is not None and self.optimizer_of(group) != MUON:
+                raise SpecError(
+                    f"{stated} is the rate of the parameters Muon does not take in a group Muon trains, and Muon "
+                    "trains no parameter of this group; set optimizer: muon (or the top-level muon setting) or "
+                    f"remove {stated}",
+                    path=(f"groups[{index}]", stated),
+                    group=group.name,
+                )
+
+    def optimizer_of(self, group: GroupSpec | None) -> str | None:
+        """The optimizer a group (None: the ``default`` group) chooses: its own, else ``muon`` under the top-level
+        ``muon`` setting; None when the spec chooses none (the Trainer's ``optim`` trains every group)."""
+        if group is not None and group.optimizer is not None:
+            return group.optimizer
+        return MUON if self.muon is not None else None
+
+    @property
+    def chooses_optimizers(self) -> bool:
+        """Whether some group is trained by another optimizer than ``TrainingArguments.optim``'s alone."""
+        return self.muon is not None or any(group.optimizer is not None for group in self.groups)
 
     def _check_layer_stacks(self) -> None:
         if self.layer_stacks is not None:
@@ -477,12 +551,12 @@ class LayerwiseSpec:
 
     def _normalise_gradual_unfreeze(self) -> None:
         every = self.gradual_unfreeze
-        if isinstance(every, ScheduleAmount):
+        if isinstance(every, START_TYPES):
             every = {"every": every}
         if every is not None:
             object.__setattr__(self, "gradual_unfreeze", parse_unfreeze_every(every))
         for index, group in enumerate(self.groups):
-            if isinstance(group.gradual_unfreeze, ScheduleAmount) and self.layer_decay_of(group) is None:
+            if isinstance(group.gradual_unfreeze, START_TYPES) and self.layer_decay_of(group) is None:
                 raise SpecError(
                     "gradual unfreezing starts a group's layer sub-groups one by one, and this group has no "
                     "layer decay; set layer_decay (1 keeps one rate for every layer) or remove gradual_unfreeze",
@@ -503,13 +577,13 @@ class LayerwiseSpec:
             return self.layer_decay
         return group.layer_decay
 
-    def unfreeze_every_of(self, group: GroupSpec | None) -> ScheduleAmount | None:
+    def unfreeze_every_of(self, group: GroupSpec | None) -> ScheduleAmount | PlateauTrigger | None:
         """The gradual-unfreezing interval of a group (None: the ``default`` group), or None when it has none."""
         if group is not None and group.gradual_unfreeze is not None:
-            return group.gradual_unfreeze if isinstance(group.gradual_unfreeze, ScheduleAmount) else None
+            return group.gradual_unfreeze if isinstance(group.gradual_unfreeze, START_TYPES) else None
         if group is not None and group.is_frozen:
             return None
-        if self.layer_decay_of(group) is None or not isinstance(self.gradual_unfreeze, ScheduleAmount):
+        if self.layer_decay_of(group) is None or not isinstance(self.gradual_unfreeze, START_TYPES):
             return None
         return self.gradual_unfreeze
 
@@ -527,10 +601,12 @@ class LayerwiseSpec:
             result["layer_stacks"] = self.layer_stacks
         if self.unmatched != "default":
             result["unmatched"] = self.unmatched
-        if isinstance(self.gradual_unfreeze, ScheduleAmount):
+        if isinstance(self.gradual_unfreeze, START_TYPES):
             result["gradual_unfreeze"] = {"every": self.gradual_unfreeze.to_spec()}
         if self.no_weight_decay:
             result["no_weight_decay"] = list(self.no_weight_decay)
+        if isinstance(self.muon, MuonSettings):
+            result["muon"] = self.muon.to_data() or True
         return result
 
 
@@ -586,6 +662,7 @@ def _spec_from_mapping(raw: Mapping[Any, Any]) -> LayerwiseSpec:
         unmatched=raw.get("unmatched", "default"),
         gradual_unfreeze=raw.get("gradual_unfreeze"),
         no_weight_decay=raw.get("no_weight_decay", ()),
+        muon=raw.get("muon"),
     )
 
 
@@ -634,6 +711,29 @@ def parse_spec(source: SpecSource) -> LayerwiseSpec:
     return _spec_from_data(source)
 
 
+def read_spec_file(path: str | os.PathLike[str]) -> Any:
+    """The data a ``.yaml``/``.yml``/``.json`` spec file holds, read once, for a caller that decides what it is.
+
+    `layerwise-trainer plan --spec` takes a spec or a run config: it reads the file with this function, then
+    parses the spec (`parse_spec` on the data) or the run config, so the file is read and the spec parsed
+    once.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The plain data (a list or a mapping, usually).
+
+    Raises:
+        SpecError: The file is missing, unreadable, over `MAX_SPEC_BYTES`, or not valid YAML/JSON; the
+            message starts with the path.
+    """
+    try:
+        return _read_spec_text_or_file(path)
+    except SpecError as error:
+        raise error.within(source=os.fspath(path)) from None
+
+
 def _is_json_text(source: str | os.PathLike[str]) -> bool:
     return isinstance(source, str) and source.lstrip()[:1] in ("[", "{")
 
@@ -656,15 +756,18 @@ def _spec_from_data(source: Any) -> LayerwiseSpec:
 def _read_spec_text_or_file(source: str | os.PathLike[str]) -> Any:
     try:
         if _is_json_text(source):
-            _check_spec_size(len(source.encode("utf-8")))
+            size = len(source.encode("utf-8"))
+            if size > MAX_SPEC_BYTES:
+                raise SpecError(_too_large(size))
             return parse_json(source, "param_groups JSON string")
-        with contextlib.suppress(OSError):  # a missing or unreadable file: load_document says which
-            _check_spec_size(os.stat(source).st_size)
-        return load_document(source)
+        return load_document(source, MAX_SPEC_BYTES)  # a regular file; at most MAX_SPEC_BYTES + 1 bytes are read
+    except DocumentTooLargeError as error:
+        raise SpecError(_too_large(error.size)) from None
     except DocumentError as error:
         raise SpecError(error.detail) from None
 
 
-def _check_spec_size(size: int) -> None:
-    if size > MAX_SPEC_BYTES:
-        raise SpecError(f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} allowed (MAX_SPEC_BYTES)")
+def _too_large(size: int | None) -> str:
+    if size is None:  # a file whose stat size is 0 (/proc) that holds more
+        return f"the spec holds more than the {MAX_SPEC_BYTES:,} bytes allowed (MAX_SPEC_BYTES)"
+    return f"the spec is {size:,} bytes, more than the {MAX_SPEC_BYTES:,} allowed (MAX_SPEC_BYTES)"

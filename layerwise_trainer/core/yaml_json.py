@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ JSON_SUFFIXES = (".json",)
 # Nodes a YAML document may hold, each alias counted as a copy of what it names: a real spec or run config
 # holds a few thousand; a spec that lists 50,000 parameter names about 50,000.
 MAX_YAML_NODES = 1_000_000
+# The largest YAML or JSON file read: a spec listing every parameter name of a 50,000-tensor model is about
+# 2.5 MB. A run config may hold such a spec inline, so it has the same limit.
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 
 
 class DocumentError(ValueError):
@@ -37,6 +41,24 @@ class DocumentError(ValueError):
         self.source = source
         self.detail = detail
         super().__init__(f"{source}: {detail}")
+
+
+class DocumentTooLargeError(DocumentError):
+    """A file over the size limit.
+
+    Args:
+        source: The file.
+        size: Its size in bytes, when known (a file whose ``stat`` says 0 is known only to be larger).
+        max_bytes: The limit.
+    """
+
+    def __init__(self, source: str, size: int | None, max_bytes: int) -> None:
+        self.size = size
+        self.max_bytes = max_bytes
+        if size is None:
+            super().__init__(source, f"the file holds more than the {max_bytes:,} bytes allowed")
+        else:
+            super().__init__(source, f"the file is {size:,} bytes, more than the {max_bytes:,} allowed")
 
 
 class _UniqueKeyConstructor(yaml.constructor.SafeConstructor):
@@ -251,33 +273,90 @@ def parse_json(text: str, source: str) -> Any:
         raise DocumentError(source, f"not valid JSON: {error}") from None
 
 
-def load_document(path: str | os.PathLike[str]) -> Any:
-    """Read a ``.yaml``/``.yml`` or ``.json`` file.
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_a_regular_file(mode: int) -> str | None:
+    """What a file of ``mode`` is when it is not a regular file (``a FIFO (named pipe)``), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for is_kind, kind in _FILE_KINDS if is_kind(mode)), "not a regular file")
+
+
+def read_text_bounded(path: str | os.PathLike[str], max_bytes: int) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes`` bytes, reading at most ``max_bytes + 1``.
+
+    ``stat`` alone does not bound a read: ``/dev/zero`` and ``/dev/urandom`` (or a link to them) have size 0
+    and never end, so a whole read ran to 23.7 GB, and opening a FIFO blocks until someone writes to it. So
+    the file is opened without blocking (``O_NONBLOCK``), the opened descriptor is checked to be a regular file
+    (``fstat``, so a file swapped after a check is still caught), and at most one byte past the limit is read,
+    which also bounds a regular file whose ``stat`` size says 0 (``/proc``).
+
+    Args:
+        path: The file.
+        max_bytes: The largest size accepted.
+
+    Returns:
+        The text.
+
+    Raises:
+        DocumentError: The file is missing, unreadable, not a regular file (a directory, a FIFO, a device, a
+            socket), over ``max_bytes`` (a `DocumentTooLargeError`), or not UTF-8.
+    """
+    source = os.fspath(path)
+    try:
+        kind = _not_a_regular_file(os.stat(source).st_mode)  # before opening: opening a device can act
+        if kind is not None:
+            raise DocumentError(source, f"is {kind}, expected a regular file")
+        descriptor = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise DocumentError(source, "no such file") from None
+    except OSError as error:
+        raise DocumentError(source, f"cannot be read: {error.strerror}") from None
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(file.fileno())
+        kind = _not_a_regular_file(status.st_mode)
+        if kind is not None:
+            raise DocumentError(source, f"is {kind}, expected a regular file")
+        if status.st_size > max_bytes:
+            raise DocumentTooLargeError(source, status.st_size, max_bytes)
+        try:
+            data = file.read(max_bytes + 1)
+        except OSError as error:
+            raise DocumentError(source, f"cannot be read: {error.strerror}") from None
+    if len(data) > max_bytes:
+        raise DocumentTooLargeError(source, None, max_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DocumentError(source, "not UTF-8 text") from None
+
+
+def load_document(path: str | os.PathLike[str], max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    """Read a ``.yaml``/``.yml`` or ``.json`` file of at most ``max_bytes`` bytes.
 
     Args:
         path: The file; its suffix decides the format.
+        max_bytes: The largest file accepted (see `read_text_bounded`).
 
     Returns:
         The plain Python data it holds.
 
     Raises:
-        DocumentError: The file is missing, unreadable, not UTF-8, of another suffix, empty, or not
-            valid YAML/JSON (the message gives the line).
+        DocumentError: The file is missing, unreadable, not a regular file, over ``max_bytes``, not UTF-8, of
+            another suffix, empty, or not valid YAML/JSON (the message gives the line).
     """
     file = Path(path)
     suffix = file.suffix.lower()
     if suffix not in YAML_SUFFIXES + JSON_SUFFIXES:
         raise DocumentError(str(file), f"expected a .yaml, .yml or .json file, got suffix {suffix or '(none)'!r}")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DocumentError(str(file), "no such file") from None
-    except IsADirectoryError:
-        raise DocumentError(str(file), "is a directory, expected a file") from None
-    except UnicodeDecodeError:
-        raise DocumentError(str(file), "not UTF-8 text") from None
-    except OSError as error:
-        raise DocumentError(str(file), f"cannot be read: {error.strerror}") from None
+    text = read_text_bounded(file, max_bytes)
     data = parse_json(text, str(file)) if suffix in JSON_SUFFIXES else parse_yaml(text, str(file))
     if data is None:
         raise DocumentError(str(file), "the file is empty")

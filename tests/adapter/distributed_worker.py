@@ -7,12 +7,14 @@
    create_optimizer are these.
 4. Groups that start later, under DDP, and the refusals of later starts where they cannot work
    (distributed_staged_worker.py).
+5. Muon and AdamW in one optimizer under DDP, and Muon refused on a model sharded by FSDP2.
 
 Each rank writes what it saw to <output_dir>/rank<N>.json for tests/adapter/test_distributed.py to compare.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -127,6 +129,42 @@ def train_with_fsdp(version: int) -> dict:
     }
 
 
+MUON_SPEC = {
+    "muon": {"adjust_lr_fn": "match_rms_adamw"},
+    "groups": [SPEC["groups"][0], {"name": "head", "match": ["classifier.*", "bert.pooler.*"], "lr": 3e-3}],
+}
+
+
+def train_muon_with_ddp(output_dir: Path) -> dict:
+    args = training_args(output_dir / "muon", max_steps=4, lr_scheduler_type="linear", learning_rate=1e-3)
+    trainer = LayerwiseTrainer(
+        model=tiny_bert(), args=args, train_dataset=RandomClassificationData(64), param_groups=MUON_SPEC
+    )
+    before = {name: parameter.detach().clone() for name, parameter in trainer.model.named_parameters()}
+    trainer.train()
+    optimizer = trainer.optimizer.optimizer
+    weights = b"".join(parameter.detach().contiguous().numpy().tobytes() for parameter in trainer.model.parameters())
+    muon_parameters = [p for group in optimizer.param_groups if group["optimizer"] == "muon" for p in group["params"]]
+    after = dict(trainer.model.named_parameters())
+    try:
+        model = tiny_bert()
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(model)
+        LayerwiseTrainer(model=model, args=training_args(output_dir / "muon_fsdp"), param_groups=MUON_SPEC)
+        fsdp_refusal = None
+    except SpecError as error:
+        fsdp_refusal = str(error)
+    return {
+        "optimizer": type(optimizer).__name__,
+        "groups": [(group["name"], group["optimizer"], len(group["params"])) for group in optimizer.param_groups],
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "muon_state_keys": sorted({key for parameter in muon_parameters for key in optimizer.state[parameter]}),
+        "moved": sorted(name for name in before if not torch.equal(before[name], after[name])),
+        "fsdp_refusal": fsdp_refusal,
+    }
+
+
 def main(output_dir: Path) -> None:
     result = train_with_ddp(output_dir)
     rank = result["rank"]
@@ -134,6 +172,7 @@ def main(output_dir: Path) -> None:
     result["fsdp2"] = train_with_fsdp(2)
     result["fsdp1"] = train_with_fsdp(1)
     result["staged"] = run_staged_scenarios(output_dir, rank, result["world_size"])
+    result["muon"] = train_muon_with_ddp(output_dir)
     (output_dir / f"rank{rank}.json").write_text(json.dumps(result, indent=1))
     # Leave together and tear the process group down: left to interpreter exit, gloo's threads can abort a
     # rank ("terminate called without an active exception", exit -6) after all its work is done.

@@ -196,3 +196,25 @@ def test_a_later_start_is_refused_under_fsdp(ranks, version):
 def test_a_schedule_without_a_later_start_is_accepted_under_fsdp(ranks, version):
     _, results = ranks
     assert [result["staged"]["refusals"][version]["schedule_only"] for result in results] == [None, None]
+
+
+def test_muon_and_adamw_in_one_optimizer_stay_in_sync_under_ddp(ranks):
+    _, (first, second) = ranks
+    assert first["muon"]["optimizer"] == second["muon"]["optimizer"] == "HybridOptimizer"
+    assert first["muon"]["groups"] == second["muon"]["groups"] == [
+        ["head", "adamw", 2], ["head", "adamw", 2], ["default", "muon", 12], ["default/adamw", "adamw", 20],
+    ]  # fmt: skip
+    assert first["muon"]["weights_sha256"] == second["muon"]["weights_sha256"]  # bit-identical replicas
+    assert first["muon"]["muon_state_keys"] == ["momentum_buffer"]
+    moved = first["muon"]["moved"]
+    assert "bert.encoder.layer.0.attention.self.query.weight" in moved and "classifier.weight" in moved
+    assert not any(".embeddings." in name for name in moved)
+
+
+def test_muon_is_refused_on_a_model_sharded_by_fsdp2(ranks):
+    _, (first, second) = ranks
+    for result in (first, second):
+        assert result["muon"]["fsdp_refusal"].startswith(
+            "muon (group 'default'): Muon is not supported under FSDP: it orthogonalises each weight matrix whole, "
+            "and FSDP gives the optimizer row shards of each matrix"
+        )

@@ -57,18 +57,18 @@ def test_optimizers_with_their_own_layout_refuse_a_spec(optim, make_args):
 
 
 def test_an_optimizer_factory_refuses_a_spec(make_args):
-    def muon_like_factory():
+    def dion_like_factory():
         return lambda model, **kwargs: torch.optim.SGD(model.parameters(), lr=0.1)
 
     with pytest.raises(SpecError) as caught:
         LayerwiseTrainer(
-            model=tiny_bert(), args=make_args(), param_groups=SPEC, optimizer_cls_and_kwargs=(muon_like_factory, {})
+            model=tiny_bert(), args=make_args(), param_groups=SPEC, optimizer_cls_and_kwargs=(dion_like_factory, {})
         )
     assert str(caught.value) == (
-        "optimizer 'muon_like_factory' is a factory that builds the optimizer from the model itself (as Muon and "
-        "Dion do: Muon for the 2-D weight matrices, AdamW for the rest), so it cannot take the spec's param groups; "
-        "to train with it, drop the spec and its own groups apply; for per-group rates, use the spec with an "
-        "optimizer class such as 'adamw_torch'"
+        "optimizer 'dion_like_factory' is a factory that builds the optimizer from the model itself (as Dion does), "
+        "so it cannot take the spec's param groups; to train with it, drop the spec and its own groups apply; for "
+        "per-group rates, use the spec with an optimizer class such as 'adamw_torch' (for Muon, the spec's own muon "
+        "setting or a group's optimizer: muon)"
     )
 
 

@@ -350,8 +350,7 @@ def test_the_bare_command_prints_the_usage_and_exits_2():
         (
             ["train", "--set", "training.resume_from_checkpoint=outputs/run/checkpoint-9"],
             "train",
-            "training.resume_from_checkpoint: expected a checkpoint directory, got 'outputs/run/checkpoint-9' (str), "
-            "which is not a directory",
+            "checkpoint-9' (str), which is not a directory",  # resolved against the (built-in) config's directory
         ),
         (
             ["train", "--print-config", "--set", "model.from_config.hidden_size=fast"],
@@ -501,3 +500,121 @@ def test_python_dash_m_runs_the_same_command_line():
     result = subprocess.run([sys.executable, "-m", "layerwise_trainer"], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.startswith("layerwise-trainer: error: a command is required, train or plan")
+
+
+# ---- The spec is parsed once, at the boundary (issue 19, E) ----------------------------------------
+
+
+@pytest.fixture
+def spec_constructions(monkeypatch):
+    """How many `LayerwiseSpec`s are built (each one parses and validates a spec)."""
+    from layerwise_trainer.core.spec import LayerwiseSpec
+
+    built = []
+    validate = LayerwiseSpec.__post_init__
+    monkeypatch.setattr(LayerwiseSpec, "__post_init__", lambda spec: (built.append(spec), validate(spec))[1])
+    return built
+
+
+def test_plan_of_a_run_config_parses_its_spec_once(repo_root, bert_dir, spec_constructions, capsys):
+    status, _, err = run(["plan", "--spec", str(repo_root / "examples" / "llrd_bert.yaml"), "--model", str(bert_dir)],
+                         capsys)  # fmt: skip
+    assert status == 0, err
+    assert len(spec_constructions) == 1  # was 2: the run config's check, then the plan's parse
+
+
+def test_train_parses_its_spec_once_and_hands_the_trainer_that_spec(tmp_path, spec_constructions, monkeypatch, capsys):
+    from layerwise_trainer.trainer import LayerwiseTrainer
+
+    class Stop(Exception):
+        pass
+
+    handed = []
+
+    def stop_before_training(trainer, *args, **kwargs):
+        handed.append(trainer.param_groups_spec)
+        raise Stop
+
+    monkeypatch.setattr(LayerwiseTrainer, "train", stop_before_training)
+    with pytest.raises(Stop):
+        main(["train", *overrides([*TINY_RUN, f"training.output_dir={tmp_path / 'run'}"])])
+    assert len(spec_constructions) == 1
+    assert handed == spec_constructions  # the very object parsed when the config was read
+
+
+# ---- Special files wherever a file is read: refused at once (issue 19, B6) ---------------------------
+
+
+@pytest.fixture
+def deadline():
+    """Fail a test that blocks for more than 10 s (opening a FIFO waits for a writer) instead of hanging."""
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError("still blocked after 10 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("where", ["--config", "param_groups in the config", "--set param_groups", "plan --spec"])
+def test_a_fifo_is_refused_wherever_a_file_is_read(where, tmp_path, bert_dir, deadline, capsys):
+    fifo = tmp_path / "named-pipe.yaml"
+    os.mkfifo(fifo)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": {"from_config": {"hidden_size": 16}}, "data": {"builtin": {}},
+                                      "param_groups": "named-pipe.yaml"}))  # fmt: skip
+    argv = {
+        "--config": ["train", "--config", str(fifo)],
+        "param_groups in the config": ["train", "--config", str(config)],
+        "--set param_groups": ["train", "--print-config", "--set", f"param_groups={fifo}"],
+        "plan --spec": ["plan", "--model", str(bert_dir), "--spec", str(fifo)],
+    }[where]
+    status, out, err = run(argv, capsys)
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and f"{fifo}: is a FIFO (named pipe), expected a regular file" in err, err
+
+
+# ---- A hub id when the hub cannot be reached: the cache, in seconds (issue 19, C12) ---------------------
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """A hub endpoint that refuses connections (as a machine offline does), an empty cache, offline mode unset."""
+    import huggingface_hub.constants
+
+    from layerwise_trainer.app import hub_access
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(variable, "0")  # restored after the test, whatever the switch sets
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(hub_access, "_unreachable_because", None)
+    return tmp_path / "hub-cache"
+
+
+def test_a_hub_id_when_the_hub_cannot_be_reached_is_one_line_in_seconds(unreachable_hub, capsys):
+    started = time.monotonic()
+    status, out, err = run(["plan", "--model", "org/not-cached", "--spec", "[]"], capsys)
+    assert time.monotonic() - started < 5  # 30 to 54 s of retries before, with a warning line for each
+    assert (status, out) == (2, "")
+    assert err == (
+        "layerwise-trainer plan: error: --model: cannot read the model config of org/not-cached: it is not in the "
+        "local cache, and the hub cannot be reached (127.0.0.1:9: Connection refused)\n"
+    )
+
+
+def test_a_cached_hub_id_still_plans_when_the_hub_cannot_be_reached(unreachable_hub, capsys):
+    snapshot = unreachable_hub / "models--org--tiny-bert" / "snapshots" / "0123456789abcdef"
+    save_config("bert", snapshot)
+    (unreachable_hub / "models--org--tiny-bert" / "refs").mkdir()
+    (unreachable_hub / "models--org--tiny-bert" / "refs" / "main").write_text("0123456789abcdef")
+    spec = '[{"name": "head", "match": "classifier.*"}]'
+    status, out, err = run(["plan", "--model", "org/tiny-bert", "--spec", spec], capsys)
+    assert (status, err) == (0, "")
+    assert out.splitlines()[2].split()[:2] == ["head", "2"]

@@ -120,8 +120,8 @@ def test_pinned_memory_is_off_without_an_accelerator_unless_the_config_says(tmp_
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory) -> str:
-    """stdout and stderr of `layerwise-trainer train` on the shrunk default, progress bar on."""
+def finished_run(tmp_path_factory) -> subprocess.CompletedProcess:
+    """`layerwise-trainer train` on the shrunk default, stdout and stderr captured (neither is a terminal)."""
     workdir = tmp_path_factory.mktemp("console")
     overrides = [argument for setting in SHRINK for argument in ("--set", setting)]
     command = [
@@ -136,7 +136,13 @@ def console(tmp_path_factory) -> str:
     environment = {**os.environ, "PYTHONWARNINGS": "default"}
     completed = subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return completed.stdout + completed.stderr
+    return completed
+
+
+@pytest.fixture(scope="module")
+def console(finished_run) -> str:
+    """What a user reads: stdout and stderr together."""
+    return finished_run.stdout + finished_run.stderr
 
 
 def test_the_run_prints_one_line_per_epoch(console):
@@ -159,6 +165,22 @@ def test_the_run_prints_no_pin_memory_warning_on_a_cpu(console):
     assert "pin_memory" not in console
 
 
-def test_the_run_keeps_the_progress_bar_and_the_final_table(console):
-    assert "16/16 [" in console  # tqdm's bar at its last step: 240 examples, batch 32, 2 epochs
+def test_the_run_prints_the_final_table(console):
     assert "param groups:" in console and "test: accuracy " in console
+
+
+def test_stderr_that_is_not_a_terminal_gets_no_progress_bars(finished_run):
+    # A bar redraws itself with carriage returns and cursor-up codes (\x1b[A), kept as they are in a file.
+    assert "\x1b[" not in finished_run.stderr and "\r" not in finished_run.stderr
+    assert "it/s]" not in finished_run.stderr and "examples/s]" not in finished_run.stderr
+
+
+def test_a_terminal_keeps_the_progress_bars(tmp_path, monkeypatch):
+    from layerwise_trainer.app import cli
+
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True, raising=False)
+    assert cli._progress_bars_on_a_terminal_only() is True
+    config = load_run_config(None, [*SHRINK, f"training.output_dir={tmp_path}"])
+    assert _training_arguments(config, progress_bars=True).disable_tqdm is False
+    assert _training_arguments(config, progress_bars=False).disable_tqdm is True
+    assert _training_arguments(shrunk_default(tmp_path), progress_bars=True).disable_tqdm is True  # the config says

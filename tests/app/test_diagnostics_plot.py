@@ -144,7 +144,7 @@ def test_a_group_whose_gradient_is_0_all_run_says_so():
 def outputs(output_dir, log_history):
     trainer = SimpleNamespace(group_plan=None, state=SimpleNamespace(log_history=log_history),
                               lr_scheduler=None, optimizer=None)  # fmt: skip
-    return _write_outputs(output_dir, load_run_config(None, []), None, trainer, {})
+    return _write_outputs(output_dir, load_run_config(None, []), trainer, {})
 
 
 def test_the_run_writes_diagnostics_png_beside_learning_rates_png_when_it_logged_diagnostics(tmp_path):

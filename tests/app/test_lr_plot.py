@@ -96,3 +96,21 @@ def test_a_run_whose_body_starts_at_step_4_is_marked_at_4(tmp_path):
     assert group_starts_in_log(trainer.state.log_history) == {"body": 4}
     path = plot_learning_rates(trainer.state.log_history, tmp_path / "learning_rates.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_start_an_evaluation_decided_is_marked_at_its_event_and_says_why():
+    # The body's own warm-up logs 0 at its first step, 4: from the rates alone its start reads as 4.
+    log = [
+        entry(1, 1e-3, 0.0),
+        entry(2, 1e-3, 0.0),
+        {"eval_loss": 0.9, "step": 2},
+        entry(3, 1e-3, 0.0),
+        {"group_started": "body", "reason": "plateau: eval_loss did not improve on its best (0.9)", "step": 3},
+        entry(4, 1e-3, 0.0),
+        entry(5, 1e-3, 5e-5),
+    ]
+    assert group_starts_in_log(log) == {"body": 3}
+    artists = artists_by_gid(learning_rate_figure(log))
+    _, start = artists["start:body"]
+    _, rate = artists["rate:body"]
+    assert (list(start.get_xdata()), rate.get_label()) == ([3, 3], "body (starts after step 3: plateau)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from helpers import RandomClassificationData, tiny_bert, training_args
 
 from layerwise_trainer import LayerwiseTrainer
@@ -90,3 +91,36 @@ def test_the_run_config_takes_the_switch():
     check_training({"resume_with_changed_groups": True})
     with pytest.raises(ConfigError, match="training.resume_with_changed_groups: expected true or false, got 'yes'"):
         check_training({"resume_with_changed_groups": "yes"})
+
+
+# ---- A run config whose tokenizer is trained: the plan sizes the embeddings as the checkpoint has them ----
+
+
+@pytest.fixture(scope="module")
+def trained_run_config(tmp_path_factory):
+    """A run config that trains its tokenizer (`vocab_size: 300`), and the checkpoint its run saved."""
+    root = tmp_path_factory.mktemp("trained-tokenizer")
+    config = root / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"from_config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                  "intermediate_size": 32, "max_position_embeddings": 32}},
+        "tokenizer": {"train": {"vocab_size": 300}, "max_length": 16},
+        "data": {"builtin": {"num_examples": 60}},
+        "training": {"output_dir": "out", "max_steps": 2, "save_strategy": "steps", "save_steps": 2,
+                     "per_device_train_batch_size": 16, "disable_tqdm": True, "report_to": "none",
+                     "eval_strategy": "no"},
+        "param_groups": [{"name": "embeddings", "match": "bert.embeddings.*", "lr_scale": 0.5}],
+    }))  # fmt: skip
+    assert main(["train", "--config", str(config), "--set", f"training.output_dir={root / 'out'}"]) == 0
+    return config, root / "out" / "checkpoint-2"
+
+
+def test_plan_of_a_run_config_sizes_the_embeddings_as_the_checkpoint_has_them(trained_run_config, capsys):
+    config, checkpoint = trained_run_config
+    capsys.readouterr()
+    # The trainer keeps every character of the corpus, as a piece and as a continuation: 593 entries, not 300.
+    assert json.loads((checkpoint / "config.json").read_text())["vocab_size"] == 593
+    status, out, err = main(["plan", "--spec", str(config), "--resume-from", str(checkpoint)]), *capsys.readouterr()
+    assert status == 0, err
+    # The plan sized the embeddings at 300 entries and reported them reshaped; the resume itself is exact.
+    assert out.splitlines()[-1] == f"resuming from {checkpoint}: its param groups are the spec's, the resume is exact"

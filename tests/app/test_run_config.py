@@ -17,6 +17,7 @@ from layerwise_trainer.app.run_config import (
     load_run_config,
     parse_run_config,
 )
+from layerwise_trainer.core.spec import parse_spec
 
 MINIMAL = {"model": {"from_config": {"hidden_size": 16}}, "data": {"builtin": {}}}
 
@@ -31,7 +32,7 @@ def test_the_default_config():
     assert config.data.builtin == {"num_examples": 6000, "seed": 0}
     assert config.training["learning_rate"] == 5e-4
     assert config.training["save_strategy"] == "no"  # YAML 1.2: `no` stays a string
-    assert [group["name"] for group in config.param_groups["groups"]] == ["embeddings", "encoder", "head"]
+    assert [group.name for group in config.param_groups.groups] == ["embeddings", "encoder", "head"]
     assert config.metrics == ("accuracy", "f1_weighted")
 
 
@@ -116,7 +117,7 @@ def test_override_errors(override, message):
         ),
         (
             {**MINIMAL, "tokenizer": {"train": {"vocab_size": 0}}},
-            "tokenizer.train.vocab_size: expected a whole number >= 1",
+            "tokenizer.train.vocab_size: expected a whole number from 1 to 1,000,000",
         ),
         ({**MINIMAL, "tokenizer": {"train": {}, "name_or_path": "x"}}, "tokenizer: give at most one of"),
         ({**MINIMAL, "metrics": ["acuracy"]}, "metrics: unknown metric 'acuracy' (str); did you mean 'accuracy'?"),
@@ -129,6 +130,17 @@ def test_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError) as caught:
         parse_run_config(raw)
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_a_checkpoint_to_resume_from_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "configs" / "out" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    config_file = tmp_path / "configs" / "run.yaml"
+    config_file.write_text(yaml.safe_dump({**MINIMAL, "training": {"resume_from_checkpoint": "out/checkpoint-2"}}))
+    monkeypatch.chdir(tmp_path)  # not the config's directory: the checkpoint was looked for here before
+    assert load_run_config(config_file).training["resume_from_checkpoint"] == str(checkpoint)
 
 
 def test_relative_paths_are_relative_to_the_config_file(tmp_path):
@@ -144,7 +156,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     config = load_run_config(config_file)
     assert config.model.name_or_path == str(tmp_path / "local-model")
     assert config.data.files == {"train": str(tmp_path / "train.jsonl")}
-    assert config.param_groups == str(tmp_path / "spec.yaml")
+    assert config.param_groups == parse_spec(tmp_path / "spec.yaml")  # read from the config's directory
     assert config.source == str(config_file)
 
 
@@ -382,7 +394,10 @@ def test_set_with_a_nested_index():
             "reach an element by its index, e.g. param_groups.groups[0] or param_groups.groups.0",
         ),
         ("param_groups.groups[x].match=x", "--set 'param_groups.groups[x].match=x': expected key.path=value"),
-        ("param_groups.groups[-1].match=x", "--set 'param_groups.groups[-1].match=x': expected key.path=value"),
+        (
+            "param_groups.groups[-1].match=x",
+            "--set 'param_groups.groups[-1].match=x': negative indexes are not supported; count from the start, from 0",
+        ),
     ],
 )
 def test_set_list_errors(override, message):
@@ -393,6 +408,6 @@ def test_set_list_errors(override, message):
 
 def test_print_config_of_a_list_override_has_no_bogus_key():
     config = load_run_config(None, ["param_groups.groups[2].lr_scale=3"])
-    assert config.param_groups["groups"][2] == {"name": "head", "match": ["bert.pooler.*", "classifier.*"],
-                                                "lr_scale": 3}  # fmt: skip
+    assert config.param_groups.to_dict()["groups"][2] == {"name": "head", "match": ["bert.pooler.*", "classifier.*"],
+                                                          "lr_scale": 3}  # fmt: skip
     assert "groups[2]" not in dump_config(config)

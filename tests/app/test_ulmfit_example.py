@@ -96,3 +96,16 @@ def test_the_picture_gets_each_later_groups_exact_start_from_the_scheduler():
     )
     assert _group_starts(trainer) == {"body/layer_2": 2, "body/layer_1": 3}
     assert _group_starts(SimpleNamespace(lr_scheduler=object(), optimizer=trainer.optimizer)) is None
+
+
+def test_the_cli_page_names_the_json_keys_the_plan_has(example, repo_root, capsys):
+    status, out, _ = run(["plan", "--spec", example, "--format", "json"], capsys)
+    plan = json.loads(out)
+    page = " ".join((repo_root / "docs" / "cli.md").read_text(encoding="utf-8").split())
+    said = re.search(r"In the JSON, every row then has (.*?), and every group \(an optimizer group\) has (.*?)\.", page)
+    assert status == 0 and said is not None
+    row_keys, group_keys = (set(re.findall(r"`(\w+)`", clause)) for clause in said.groups())
+    assert (row_keys, group_keys) == ({"start", "schedule", "timing"}, {"timing"})
+    assert all(row_keys <= set(row) for row in plan["rows"])
+    assert all(group_keys <= set(group) for group in plan["groups"])
+    assert not any((row_keys - group_keys) & set(group) for group in plan["groups"])  # no start, no schedule

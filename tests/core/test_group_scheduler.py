@@ -1,4 +1,5 @@
-"""GroupRateFactor and GroupScheduler: transformers' rates step for step, starts, and a state that round-trips."""
+"""GroupRateFactor and GroupScheduler: transformers' rates step for step, starts (at a step, or decided at an
+evaluation), and a state that round-trips."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
-from layerwise_trainer.core.group_scheduler import GroupRateFactor, GroupScheduler
+from layerwise_trainer import SpecError
+from layerwise_trainer.core.group_schedule import PlateauRule
+from layerwise_trainer.core.group_scheduler import (
+    ChainLink,
+    GroupRateFactor,
+    GroupScheduler,
+    StartChain,
+    never_started,
+)
 
 WARMUP = 3
 LENGTH = 12
@@ -221,3 +230,168 @@ def test_one_factor_and_one_start_per_param_group():
     optimizer, _, _ = two_groups()
     with pytest.raises(ValueError, match="^one factor and one start per param group$"):
         GroupScheduler(optimizer, [HEAD], starts=[0], base_factor=HEAD)
+
+
+# Starts decided at an evaluation: "body" waits for a plateau of eval_loss (patience 1), then trains at a
+# constant rate; as the layer below it under gradual unfreezing, "lower" follows 2 steps later.
+
+
+def body_from(start):
+    return GroupRateFactor(start=start, warmup=0, length=10 - start, shape="constant")
+
+
+PLATEAU = PlateauRule("eval_loss", greater_is_better=False, patience=1)
+
+
+def chained_scheduler(optimizer, rule=PLATEAU, links=1):
+    chain = StartChain(
+        "body",
+        (
+            ChainLink((1,), ("body",), body_from, rule=rule, last_start=9, where=("groups[1]", "start", "plateau")),
+            *([ChainLink((2,), ("lower",), body_from, offset=2, last_start=9)] if links == 2 else []),
+        ),
+    )
+    # With one link, "lower" is a group of its own that trains from step 0.
+    factors, starts = (
+        ([HEAD, never_started, HEAD], [0, None, 0]) if links == 1 else ([HEAD, *[never_started] * 2], [0, None, None])
+    )
+    return GroupScheduler(optimizer, factors, starts=starts, base_factor=HEAD, chains=[chain])
+
+
+def three_groups():
+    head, body, lower = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(
+        [
+            {"name": "head", "params": list(head.parameters()), "lr": 1e-2},
+            {"name": "body", "params": list(body.parameters()), "lr": 1e-3},
+            {"name": "lower", "params": list(lower.parameters()), "lr": 1e-4},
+        ]
+    )
+    return optimizer, body, lower
+
+
+def evaluate(scheduler, value):
+    scheduler.load_trigger_records(scheduler.records_after_evaluation({"eval_loss": value}, scheduler.last_epoch))
+
+
+def test_a_plateau_starts_the_group_at_the_evaluations_step_and_its_rate_follows_the_step_from_there():
+    optimizer, body, lower = three_groups()
+    scheduler = chained_scheduler(optimizer, links=2)
+    seen = []
+    for value in (1.0, 0.9, 0.95, 0.5, 0.4):  # evaluations at steps 1 .. 5: the plateau is at step 3
+        advance(optimizer, scheduler, 1)
+        evaluate(scheduler, value)
+        seen.append((scheduler.last_epoch, [group["lr"] for group in optimizer.param_groups], trains(body)))
+    assert seen == [
+        (1, [1e-2 * (9 / 10), 0.0, 0.0], [False, False]),
+        (2, [1e-2 * (8 / 10), 0.0, 0.0], [False, False]),
+        (3, [1e-2 * (7 / 10), 1e-3, 0.0], [True, True]),  # decided at step 3: it takes part from step 3 on
+        (4, [1e-2 * (6 / 10), 1e-3, 0.0], [True, True]),  # later evaluations change nothing
+        (5, [1e-2 * (5 / 10), 1e-3, 1e-4], [True, True]),  # the layer below, 2 steps later
+    ]
+    assert scheduler.group_starts == [0, 3, 5]
+    assert trains(lower) == [True, True]
+    assert scheduler.started_groups() == [
+        ("body", 3, "plateau: eval_loss did not improve on its best (0.9) by more than 0 for 1 evaluation"),
+        ("lower", 5, "2 steps after body"),
+    ]
+
+
+def test_deciding_does_not_change_the_scheduler_until_the_records_are_loaded():
+    optimizer, _, _ = three_groups()
+    scheduler = chained_scheduler(optimizer)
+    advance(optimizer, scheduler, 2)
+    before = scheduler.state_dict()
+    records = scheduler.records_after_evaluation({"eval_loss": 1.0}, 2)
+    assert scheduler.state_dict() == before
+    assert records == {"body": [{"start": None, "reason": None, "best": 1.0, "stale": 0, "evaluated_at": 2}]}
+    # The same evaluation counts once, whatever calls it again (one eval set after another).
+    scheduler.load_trigger_records(records)
+    assert scheduler.records_after_evaluation({"eval_loss": 2.0}, 2) == records
+
+
+@pytest.mark.parametrize("saved_at", [1, 2, 3, 4], ids=["first-best", "mid-watch", "decided", "after"])
+def test_a_resume_before_or_after_the_decision_continues_exactly(saved_at):
+    values = {1: 1.0, 2: 1.2, 3: 1.1, 4: 0.5, 5: 0.6}  # patience 2: the plateau is complete at step 3
+    rule = PlateauRule("eval_loss", greater_is_better=False, patience=2)
+
+    def run(scheduler, optimizer, steps):
+        rates = []
+        for _ in steps:
+            advance(optimizer, scheduler, 1)
+            evaluate(scheduler, values[scheduler.last_epoch])
+            rates.append([group["lr"] for group in optimizer.param_groups])
+        return rates
+
+    optimizer, _, _ = three_groups()
+    uninterrupted = chained_scheduler(optimizer, rule)
+    expected = run(uninterrupted, optimizer, range(1, 6))
+    assert uninterrupted.group_starts == [0, 3, 0]
+
+    optimizer, _, _ = three_groups()
+    first = chained_scheduler(optimizer, rule)
+    run(first, optimizer, range(1, saved_at + 1))
+    state = saved_and_loaded(first.state_dict())
+    resumed_optimizer, resumed_body, _ = three_groups()
+    resumed = chained_scheduler(resumed_optimizer, rule)
+    resumed.load_state_dict(state)
+    assert trains(resumed_body) == [saved_at >= 3] * 2
+    assert run(resumed, resumed_optimizer, range(saved_at + 1, 6)) == expected[saved_at:]
+    assert resumed.state_dict() == uninterrupted.state_dict()
+
+
+def test_latest_starts_the_group_and_is_recorded_when_the_step_reaches_it():
+    optimizer, body, _ = three_groups()
+    rule = PlateauRule("eval_loss", greater_is_better=False, patience=1, latest=4)
+    scheduler = chained_scheduler(optimizer, rule)
+    assert scheduler.group_starts == [0, 4, 0]  # known from the start: the group waits at most until step 4
+    for value in (1.0, 0.9, 0.8):
+        advance(optimizer, scheduler, 1)
+        evaluate(scheduler, value)
+    assert (scheduler.last_epoch, trains(body), scheduler.trigger_records["body"][0]["start"]) == (3, [False] * 2, None)
+    advance(optimizer, scheduler, 1)
+    assert (trains(body), optimizer.param_groups[1]["lr"]) == ([True, True], 1e-3)
+    assert scheduler.trigger_records["body"][0] == {
+        "start": 4,
+        "reason": "latest: no plateau of eval_loss by step 4",
+        "best": 0.8,
+        "stale": 0,
+        "evaluated_at": 3,
+    }
+    assert not scheduler.watching(4)
+
+
+def test_a_plateau_too_late_for_the_warmup_starts_nothing():
+    optimizer, body, _ = three_groups()
+    scheduler = chained_scheduler(optimizer)  # last_start 9
+    advance(optimizer, scheduler, 8)
+    evaluate(scheduler, 1.0)
+    advance(optimizer, scheduler, 2)
+    evaluate(scheduler, 1.0)  # a plateau at step 10, past its last start
+    assert (scheduler.group_starts, trains(body)) == ([0, None, 0], [False, False])
+
+
+def test_a_metric_the_evaluation_did_not_log_is_refused_naming_the_trigger():
+    optimizer, _, _ = three_groups()
+    scheduler = chained_scheduler(optimizer)
+    advance(optimizer, scheduler, 2)
+    scheduler.load_trigger_records(scheduler.records_after_evaluation({"eval_los": 1.0}, 2))
+    with pytest.raises(SpecError) as caught:
+        scheduler.check_metrics_found(2, ["eval_los", "eval_runtime"])
+    assert str(caught.value) == (
+        "groups[1].start.plateau.metric (group 'body'): the evaluation at step 2 logged no 'eval_loss'; it logged "
+        "'eval_los', 'eval_runtime'; name one of those (as the Trainer logs it)"
+    )
+
+
+def test_the_trigger_records_are_plain_data_in_the_state():
+    optimizer, _, _ = three_groups()
+    scheduler = chained_scheduler(optimizer)
+    advance(optimizer, scheduler, 2)
+    evaluate(scheduler, 1.0)
+    state = scheduler.state_dict()
+    assert plain(state), state
+    assert saved_and_loaded(state)["trigger_records"] == {
+        "body": [{"start": None, "reason": None, "best": 1.0, "stale": 0, "evaluated_at": 2}]
+    }
+    assert "chains" not in state and state["group_starts"] == [0, None, 0]

@@ -95,3 +95,39 @@ def test_a_staged_plan_gives_every_row_and_group_its_timing(bert):
         ("encoder/layer_1", True, {**encoder_timing, "unfreeze_rank": 1}),
     ]
     assert [timing for name, _, timing in groups if name in ("embeddings", "default")] == [None, None, None]
+
+
+PLATEAU_SPEC = [
+    {"name": "head", "match": "classifier.*", "lr": 1e-3},
+    {
+        "name": "encoder",
+        "match": "bert.encoder.*",
+        "layer_decay": 0.5,
+        "start": {"plateau": {"metric": "eval_loss", "patience": 2, "min_delta": 0.01, "latest": 2000}},
+        "gradual_unfreeze": {"every": {"plateau": {"patience": 1}}},
+    },
+]
+
+
+def test_a_plan_shows_a_start_on_a_plateau_and_the_triggers_its_layers_wait_for(bert):
+    plan = plan_of(bert, PLATEAU_SPEC)
+    data = plan_to_data(plan)
+    top = "eval_loss plateau (patience 2, min_delta 0.01, latest 2000 steps)"
+    starts = {row["name"]: row["start"] for row in data["rows"]}
+    assert starts == {
+        "head": "0",
+        "encoder/layer_1": f"{top} + 1 x eval_loss plateau (patience 1)",
+        "encoder/layer_2": top,
+        "default": "0",
+    }
+    lines = render_table(plan).splitlines()
+    assert lines[0].split()[-2:] == ["start", "schedule"]
+    for name in ("encoder/layer_1", "encoder/layer_2"):
+        row = next(line for line in lines if line.startswith(name))
+        assert f"  {starts[name]}  " in row, row
+    timing = {row["name"]: row["timing"] for row in data["rows"]}["encoder/layer_1"]
+    assert timing == {
+        "start": {"plateau": {"metric": "eval_loss", "patience": 2, "min_delta": 0.01, "latest": 2000}},
+        "unfreeze_every": {"plateau": {"metric": "eval_loss", "patience": 1, "min_delta": 0.0}},
+        "unfreeze_rank": 1,
+    }

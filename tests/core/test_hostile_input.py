@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from layerwise_trainer import LayerwiseSpec, SpecError, parse_spec, resolve_groups
-from layerwise_trainer.core.spec import GROUP_KEYS, TOP_LEVEL_KEYS
+from layerwise_trainer.core.spec import GROUP_KEYS, MAX_SPEC_BYTES, TOP_LEVEL_KEYS
 
 # LAYERWISE_HYPOTHESIS_EXAMPLES raises the number of examples for a longer local search.
 PROPERTY_SETTINGS = settings(
@@ -270,6 +272,9 @@ def test_spec_keys_are_the_documented_ones():
         "min_lr_ratio",
         "gradual_unfreeze",
         "layer_stacks",
+        "optimizer",
+        "adamw_lr",
+        "adamw_lr_scale",
     )
     assert TOP_LEVEL_KEYS == (
         "groups",
@@ -278,4 +283,66 @@ def test_spec_keys_are_the_documented_ones():
         "gradual_unfreeze",
         "no_weight_decay",
         "layer_stacks",
+        "muon",
+    )
+
+
+# ---- Special files: refused at once, never read whole, never waited on (issue 19, B6) ----------------
+
+# Reads a spec in a fresh process whose address space is capped at 1 GiB: a reader that reads /dev/zero whole
+# fails with MemoryError there, instead of taking the test run's memory (23.7 GB was seen before the OOM killer).
+READ_SPEC = """
+import resource, sys, time, tracemalloc
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from layerwise_trainer import SpecError, parse_spec
+tracemalloc.start()
+started = time.perf_counter()
+try:
+    parse_spec(sys.argv[1])
+except SpecError as error:
+    print(error)
+print(f"{time.perf_counter() - started:.3f} s, {tracemalloc.get_traced_memory()[1]} bytes")
+"""
+
+
+def special_file(kind, directory):
+    path = directory / "spec.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(f"/dev/{kind}")
+    return path
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero") or not hasattr(os, "mkfifo"), reason="needs /dev/zero and FIFOs")
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [("zero", "a character device"), ("urandom", "a character device"), ("fifo", "a FIFO (named pipe)")],
+)
+def test_a_special_file_as_a_spec_is_refused_at_once_without_reading_it(tmp_path, kind, what):
+    path = special_file(kind, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", READ_SPEC, str(path)], capture_output=True, text=True, timeout=60
+    )  # a reader that waits on the FIFO is stopped by the timeout, and the test fails
+    message, measured = result.stdout.splitlines()
+    assert message == f"{path}: is {what}, expected a regular file", result.stderr
+    seconds, peak = float(measured.split()[0]), int(measured.split()[2])
+    assert seconds < 0.1
+    assert peak < 100_000  # bytes allocated at the peak of the call: nothing of the file was read
+
+
+def test_a_file_that_says_size_0_but_holds_more_is_read_only_to_the_limit(tmp_path, monkeypatch):
+    path = tmp_path / "spec.yaml"
+    path.write_text("#" * (MAX_SPEC_BYTES + 10), encoding="utf-8")
+    real_fstat = os.fstat
+
+    def fstat_saying_0(descriptor):  # as /proc files do
+        status = real_fstat(descriptor)
+        return os.stat_result((*status[:6], 0, *status[7:]))
+
+    monkeypatch.setattr(os, "fstat", fstat_saying_0)
+    with pytest.raises(SpecError) as caught:
+        parse_spec(path)
+    assert (
+        str(caught.value) == f"{path}: the spec holds more than the {MAX_SPEC_BYTES:,} bytes allowed (MAX_SPEC_BYTES)"
     )

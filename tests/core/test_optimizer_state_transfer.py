@@ -94,3 +94,13 @@ def test_labels_and_hyperparameter_changes():
         [{"lr": 1.0, "betas": (0.9, 0.99)}, {"lr": 2.0}], {"lr": 1.0, "betas": [0.9, 0.99]}
     ) == ["lr 1.0, 2.0 -> 1.0"]
     assert hyperparameter_changes([{"eps": 1e-8}], {"lr": 1.0}) == []  # only keys both sides have
+
+
+def test_a_rate_computed_as_a_product_is_shown_and_compared_without_float_noise():
+    computed = 0.002 * 0.4**2  # a layer-decayed rate
+    assert repr(computed) == "0.0003200000000000001"
+    assert hyperparameter_changes([{"lr": 0.0004}], {"lr": computed}) == ["lr 0.0004 -> 0.00032"]
+    assert hyperparameter_changes([{"lr": 0.00032}], {"lr": computed}) == []
+    assert hyperparameter_changes([{"betas": (0.9, 0.999)}], {"betas": (0.9, 0.95)}) == [
+        "betas [0.9, 0.999] -> [0.9, 0.95]"
+    ]
