@@ -30,6 +30,27 @@ class WideModel(nn.Module):
         self.classifier = nn.Linear(width, 2)
 
 
+class _Experts(nn.Module):
+    def __init__(self, count: int, width: int) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(_Block(width) for _ in range(count))
+
+
+class DeepWideModel(nn.Module):
+    """A model of about ``num_tensors`` parameter tensors in ``num_blocks`` transformer blocks.
+
+    Each block holds many sub-blocks (as a mixture of experts does), so that layer-wise decay gives a realistic
+    number of groups: ``layers.<block>.experts.<expert>.<module>.<weight or bias>``.
+    """
+
+    def __init__(self, num_tensors: int, num_blocks: int = 24, width: int = 4) -> None:
+        super().__init__()
+        per_block = max(num_tensors // (TENSORS_PER_BLOCK * num_blocks), 1)
+        self.embeddings = nn.Embedding(16, width)
+        self.layers = nn.ModuleList(_Experts(per_block, width) for _ in range(num_blocks))
+        self.classifier = nn.Linear(width, 2)
+
+
 BERT_SIZES = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),

@@ -26,8 +26,9 @@ decided during training (a start on a plateau) is decided on rank 0 alone and gi
 from __future__ import annotations
 
 import dataclasses
+import operator
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -37,74 +38,70 @@ from torch import nn
 from .core.grouping import GroupPlan
 from .core.parameter_names import (
     named_parameters_of,
+    parameter_objects,
     unwrap_data_parallel,
-    user_facing_name,
+    user_facing_names,
     user_model,
-    walk_modules,
+    walk_model,
     whole_shape,
 )
 from .errors import SpecError
+
+_requires_grad = operator.attrgetter("requires_grad")
 
 
 def _same_parameter_objects(plan: GroupPlan, model: nn.Module) -> bool:
     """Whether ``model`` holds exactly the plan's parameter objects, in the same order.
 
     The common case (``create_optimizer`` on the model the trainer was built with, or on that model wrapped
-    by DDP or ``torch.compile``) is told without building a single name: at 50,000 tensors the names cost
-    more than the rest of the mapping.
+    by DDP or ``torch.compile``) is told from the parameter objects alone, compared by identity in C: at
+    50,000 tensors, building their names too took as long again.
     """
+    walked = parameter_objects(model)
+    if walked is None:
+        return False  # a wrapper (FSDP1) that shows other parameters than its modules hold
     planned = list(plan.parameters.values())
-    seen: set[int] = set()
-    position = 0
-    stack = [model]
-    while stack:
-        module = stack.pop()
-        if type(module).named_parameters is not nn.Module.named_parameters:
-            return False  # a wrapper (FSDP1) that shows other parameters than its modules hold
-        for parameter in module._parameters.values():
-            if parameter is None or id(parameter) in seen:
-                continue
-            seen.add(id(parameter))
-            if position >= len(planned) or planned[position] is not parameter:
-                return False
-            position += 1
-        stack.extend(reversed([child for child in module._modules.values() if child is not None]))
-    return position == len(planned)
+    if len(walked) != len(planned):  # tied weights (or another model): each tensor once, at its first name
+        walked = list({id(parameter): parameter for parameter in walked}.values())
+    return len(walked) == len(planned) and all(map(operator.is_, walked, planned))
 
 
 def _parameters_by_name(model: nn.Module) -> dict[str, nn.Parameter] | None:
     """Each tensor of ``model`` under its first user-facing name; None when two tensors share a name."""
     unwrapped = unwrap_data_parallel(model)
+    raw_names, parameters = named_parameters_of(unwrapped, walk_model(unwrapped))
     by_name: dict[str, nn.Parameter] = {}
     seen: set[int] = set()
-    for raw_name, parameter in named_parameters_of(unwrapped, walk_modules(unwrapped)):
+    for name, parameter in zip(user_facing_names(raw_names), parameters, strict=True):
         if id(parameter) in seen:
             continue  # a tied weight's second name
         seen.add(id(parameter))
-        name = user_facing_name(raw_name)
         if name in by_name:
             return None
         by_name[name] = parameter
     return by_name
 
 
-def _same_freezing(plan: GroupPlan, parameters: Mapping[str, nn.Parameter]) -> bool:
+def _same_freezing(plan: GroupPlan, resolved: GroupPlan | None = None) -> bool:
     """Whether the parameters the plan trains still train, and the ones the user froze are still frozen.
 
     A matrix the plan trains some rows of trains whatever its flag says (`freeze_for_training` sets it), but keeps
-    its shape: rows were resolved against it.
+    its shape: rows were resolved against it (``resolved``: the plan ``plan`` was mapped from).
     """
-    if any(parameters[name].requires_grad for name in plan.frozen_before_training):
+    if any(map(_requires_grad, map(plan.parameters.__getitem__, plan.frozen_before_training))):
         return False
-    in_rows = set(plan.row_parameter_names)
-    if any(whole_shape(parameters[name]) != whole_shape(plan.parameters[name]) for name in in_rows):
-        return False
-    return all(
-        parameters[name].requires_grad
-        for group in plan.trainable_groups
-        for name in group.parameter_names
-        if name not in in_rows
+    trained = (
+        parameters for group, parameters in zip(plan.groups, plan.group_parameters, strict=True) if not group.frozen
     )
+    in_rows = plan.row_parameter_names
+    if not in_rows:
+        return all(all(map(_requires_grad, parameters)) for parameters in trained)
+    if resolved is not None and any(
+        whole_shape(plan.parameters[name]) != whole_shape(resolved.parameters[name]) for name in in_rows
+    ):
+        return False
+    row_matrices = {id(plan.parameters[name]) for name in in_rows}
+    return all(parameter.requires_grad or id(parameter) in row_matrices for group in trained for parameter in group)
 
 
 def map_plan(plan: GroupPlan, model: nn.Module) -> GroupPlan | None:
@@ -119,13 +116,12 @@ def map_plan(plan: GroupPlan, model: nn.Module) -> GroupPlan | None:
         a trainable parameter of the plan is frozen now, or a parameter the user had frozen trains now.
     """
     if _same_parameter_objects(plan, model):
-        return plan if _same_freezing(plan, plan.parameters) else None
+        return plan if _same_freezing(plan) else None
     parameters = _parameters_by_name(model)
     if parameters is None or parameters.keys() != plan.parameters.keys():
         return None
-    if not _same_freezing(plan, parameters):
-        return None
-    return dataclasses.replace(plan, parameters=MappingProxyType(parameters))
+    mapped = dataclasses.replace(plan, parameters=MappingProxyType(parameters))
+    return mapped if _same_freezing(mapped, plan) else None
 
 
 # Model -> the parameters the library froze in it (and has not given back).

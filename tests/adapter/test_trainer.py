@@ -362,6 +362,16 @@ def test_a_module_replaced_since_construction_is_mapped_by_name(make_args, monke
     assert [group["params"] for group in optimizer.param_groups] == [[model.classifier.weight], [model.classifier.bias]]
 
 
+def test_a_parameter_replaced_in_its_module_since_construction_is_mapped_by_name(make_args, monkeypatch):
+    calls = counting_resolutions(monkeypatch)
+    model = tiny_bert()
+    trainer = LayerwiseTrainer(model=model, args=make_args(), param_groups=BODY_HEAD_SPEC)
+    model.classifier.weight = torch.nn.Parameter(torch.zeros_like(model.classifier.weight))  # same modules
+    optimizer = trainer.create_optimizer()
+    assert len(calls) == 1
+    assert [group["params"] for group in optimizer.param_groups] == [[model.classifier.weight], [model.classifier.bias]]
+
+
 def test_a_model_frozen_differently_since_construction_is_resolved_again(make_args, monkeypatch):
     calls = counting_resolutions(monkeypatch)
     model = tiny_bert()

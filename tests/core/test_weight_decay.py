@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import FAMILIES, tiny_model
+from torch import nn
 from transformers import Trainer
 
 from layerwise_trainer.core.weight_decay import decay_parameter_names, matches_stock_rule
@@ -17,6 +19,26 @@ def stock_rule(model):
 def test_same_names_as_the_stock_trainer(family):
     model = tiny_model(family)
     assert decay_parameter_names(model) == set(stock_rule(model))
+
+
+def test_the_rule_decided_segment_by_segment_gives_the_stock_names_for_every_kind_of_segment():
+    """Segments that are, contain, end in or only resemble what the stock expression looks for, nested."""
+    model = nn.Module()
+    for path in ("pre_norm.dense", "Final_Norm.proj", "normalizer.dense", "norm_out.dense", "MyRMSNorm.proj",
+                 "BiasAdder.proj", "stack.0.LayerNormish.proj", "stack.0.norm.inner", "a_.norm_.dense",
+                 "ln_f", "post.attention_norm", "nested.block"):  # fmt: skip
+        parent = model
+        *parents, leaf = path.split(".")
+        for segment in parents:
+            if not hasattr(parent, segment):
+                parent.add_module(segment, nn.Module())
+            parent = getattr(parent, segment)
+        parent.add_module(leaf, nn.LayerNorm(2) if leaf == "ln_f" else nn.Linear(2, 2))
+    model.nested.block.register_parameter("norm", nn.Parameter(torch.zeros(2)))
+    model.nested.block.register_parameter("scale_norm", nn.Parameter(torch.zeros(2)))
+    model.nested.block.register_parameter("Bias_term", nn.Parameter(torch.zeros(2)))
+    assert decay_parameter_names(model) == set(stock_rule(model))
+    assert decay_parameter_names(model) >= {"normalizer.dense.weight", "norm_out.dense.weight", "a_.norm_.dense.weight"}
 
 
 def test_bert_decays_weights_not_biases_or_norms():
