@@ -22,8 +22,13 @@ import yaml
 YAML_SUFFIXES = (".yaml", ".yml")
 JSON_SUFFIXES = (".json",)
 # Nodes a YAML document may hold, each alias counted as a copy of what it names: a real spec or run config
-# holds a few thousand; a spec that lists 50,000 parameter names about 50,000.
-MAX_YAML_NODES = 1_000_000
+# holds a few thousand; a spec that lists 50,000 parameter names about 50,000, and one at `MAX_PATTERNS`
+# (100,000) a few more. Composing costs about 7 us a node (2 cores), so a document at the limit composes in
+# about 1.4 s; one beyond it is refused after counting, at about 1.2 us a node.
+MAX_YAML_NODES = 200_000
+# A document libyaml refuses is read again by the pure-Python loader for its fuller message, when it is at
+# most this long: that loader is about eight times slower, seconds on a document of megabytes.
+_MAX_REREAD_CHARS = 256 * 1024
 # The largest YAML or JSON file read: a spec listing every parameter name of a 50,000-tensor model is about
 # 2.5 MB. A run config may hold such a spec inline, so it has the same limit.
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
@@ -147,11 +152,37 @@ if yaml.__with_libyaml__:
 
 
 class _NodeGraphError(ValueError):
-    """A composed YAML node graph that must not become Python objects; the message gives the line."""
+    """A YAML node graph that must not become Python objects; the message gives the line."""
 
-    def __init__(self, node: yaml.Node, problem: str) -> None:
+    def __init__(self, node: yaml.Node | yaml.Event, problem: str) -> None:
         mark = node.start_mark
         super().__init__(f"line {mark.line + 1}, column {mark.column + 1}: {problem}")
+
+
+_TOO_MANY_NODES = (
+    f"the document holds more than {MAX_YAML_NODES:,} nodes (MAX_YAML_NODES), counting each alias as a copy of what "
+    "it names"
+)
+_NODE_EVENTS = (yaml.ScalarEvent, yaml.AliasEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)
+
+
+def _check_node_count(loader_class: type, text: str) -> None:
+    """Refuse a document of more than `MAX_YAML_NODES` nodes before composing it, from its parser's events.
+
+    Composing builds a Python object per node, about six times the cost of the event: a 4 MiB flow list of
+    two million nodes took 11 s and 500 MB to compose, and is refused here after 200,000 events.
+    """
+    loader = loader_class(text)
+    try:
+        count = 0
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, _NODE_EVENTS):
+                count += 1
+                if count > MAX_YAML_NODES:
+                    raise _NodeGraphError(event, f"{_TOO_MANY_NODES}; write a shorter document")
+    finally:
+        loader.dispose()
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -179,9 +210,7 @@ def _check_expanded_size(root: yaml.Node) -> None:
             size = min(1 + sum(sizes[id(child)] for child in _children(node)), MAX_YAML_NODES + 1)
             if size > MAX_YAML_NODES:
                 raise _NodeGraphError(
-                    node,
-                    f"the document holds more than {MAX_YAML_NODES:,} nodes (MAX_YAML_NODES), counting each alias "
-                    "as a copy of what it names (nested aliases: a YAML alias bomb?); write out fewer aliases",
+                    node, f"{_TOO_MANY_NODES} (nested aliases: a YAML alias bomb?); write out fewer aliases"
                 )
             sizes[id(node)] = size
         elif id(node) in on_path:
@@ -193,6 +222,7 @@ def _check_expanded_size(root: yaml.Node) -> None:
 
 
 def _load_with(loader_class: type, text: str) -> Any:
+    _check_node_count(loader_class, text)
     loader = loader_class(text)
     try:
         node = loader.get_single_node()
@@ -240,23 +270,29 @@ def parse_yaml(text: str, source: str) -> Any:
         except Exception as error:  # read again below, for PyYAML's fuller, marked message
             if "maximum nesting depth" in str(error):  # which the pure-Python loader takes seconds to give
                 raise DocumentError(source, "the YAML document nests too deeply") from None
+            if len(text) > _MAX_REREAD_CHARS:
+                raise _document_error(source, error) from None
     try:
         return _load_with(_PythonLoader, text)
-    except _NodeGraphError as error:
-        raise DocumentError(source, str(error)) from None
-    except yaml.MarkedYAMLError as error:
+    except Exception as error:
+        raise _document_error(source, error) from None
+
+
+def _document_error(source: str, error: Exception) -> DocumentError:
+    """The `DocumentError` for what a YAML loader raised, with the line where the error has one."""
+    if isinstance(error, _NodeGraphError):
+        return DocumentError(source, str(error))
+    if isinstance(error, yaml.MarkedYAMLError):
         mark = error.problem_mark or error.context_mark
         line = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = error.problem or error.context or "invalid YAML"
-        raise DocumentError(
-            source, f"{line}: not valid YAML: {problem}" if line else f"not valid YAML: {problem}"
-        ) from None
-    except yaml.YAMLError as error:
-        raise DocumentError(source, f"not valid YAML: {error}") from None
-    except RecursionError:
-        raise DocumentError(source, "the YAML document nests too deeply") from None
-    except Exception as error:  # PyYAML's constructors fail in their own ways on some explicit tags
-        raise DocumentError(source, f"not valid YAML: {type(error).__name__}: {error}") from None
+        return DocumentError(source, f"{line}: not valid YAML: {problem}" if line else f"not valid YAML: {problem}")
+    if isinstance(error, yaml.YAMLError):
+        return DocumentError(source, f"not valid YAML: {error}")
+    if isinstance(error, RecursionError):
+        return DocumentError(source, "the YAML document nests too deeply")
+    # PyYAML's constructors fail in their own ways on some explicit tags
+    return DocumentError(source, f"not valid YAML: {type(error).__name__}: {error}")
 
 
 def parse_json(text: str, source: str) -> Any:

@@ -18,6 +18,7 @@ from torch import nn
 
 from layerwise_trainer import LayerwiseSpec, SpecError, parse_spec, resolve_groups
 from layerwise_trainer.core.spec import MAX_GROUPS, MAX_NUM_LAYERS, MAX_PATTERNS, MAX_SPEC_BYTES, MAX_WILDCARD_PATTERNS
+from layerwise_trainer.core import yaml_json
 from layerwise_trainer.core.yaml_json import MAX_YAML_NODES
 
 # Refusing takes milliseconds; the bound is generous for a shared, loaded machine.
@@ -115,6 +116,37 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
     assert message == (
         f"{path}: the spec is {path.stat().st_size:,} bytes, more than the {MAX_SPEC_BYTES:,} allowed (MAX_SPEC_BYTES)"
     )
+
+
+def _never_composed(*_args: object) -> None:
+    raise AssertionError("the document was composed")
+
+
+def test_a_yaml_document_of_too_many_nodes_is_refused_before_it_is_composed(tmp_path, monkeypatch):
+    # Composing builds a Python node per YAML node: 4 MB of `[0, 1]` pairs (1.5 million nodes) took 11 s.
+    for loader in (yaml_json._LibyamlLoader, yaml_json._PythonLoader):
+        if loader is not None:
+            monkeypatch.setattr(loader, "get_single_node", _never_composed)
+    path = tmp_path / "rows.yaml"
+    path.write_text("- {name: g, match: lm_head.weight, rows: [" + ", ".join(["[0, 1]"] * 500_000) + "]}\n")
+    assert path.stat().st_size < MAX_SPEC_BYTES
+    message, seconds = refusal(path)
+    assert seconds < REFUSED_WITHIN_SECONDS
+    assert message.startswith(f"{path}: line 1, column ")
+    assert message.endswith(
+        f"the document holds more than {MAX_YAML_NODES:,} nodes (MAX_YAML_NODES), counting each alias as a copy of "
+        "what it names; write a shorter document"
+    )
+
+
+@pytest.mark.skipif(yaml_json._LibyamlLoader is None, reason="PyYAML without libyaml reads with one loader only")
+def test_a_long_invalid_yaml_document_is_not_read_again_by_the_slow_loader(tmp_path, monkeypatch):
+    monkeypatch.setattr(yaml_json._PythonLoader, "__init__", _never_composed)
+    path = tmp_path / "long.yaml"
+    path.write_text("".join(f"- {{name: g{index}, match: x{index}}}\n" for index in range(30_000)) + "- {name: bad\n")
+    message, seconds = refusal(path)
+    assert seconds < REFUSED_WITHIN_SECONDS
+    assert message.startswith(f"{path}: line 30002, column 1: not valid YAML: ")
 
 
 def test_too_many_groups_are_refused_before_building_them():
