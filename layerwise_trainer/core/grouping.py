@@ -220,6 +220,8 @@ class GroupPlan:
         """
         views: dict[str, torch.Tensor] = {}
         for group in self.trainable_groups:
+            if not group.rows:  # whole parameters only: no entry to list
+                continue
             for entry, name, rows in group.entries():
                 if rows is not None:
                     views[entry] = self.parameters[name].detach()[rows[0] : rows[1]].requires_grad_(True)

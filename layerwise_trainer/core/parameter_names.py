@@ -218,4 +218,5 @@ def whole_shape(parameter: torch.Tensor) -> torch.Size:
 
 def whole_numel(parameter: torch.Tensor) -> int:
     """The number of elements of the whole parameter (see `whole_shape`)."""
-    return math.prod(whole_shape(parameter))
+    shape = getattr(parameter, "ds_shape", None)
+    return parameter.numel() if shape is None else math.prod(shape)
