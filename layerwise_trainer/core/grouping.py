@@ -911,16 +911,17 @@ class _GroupBuilder:
     ) -> PlannedGroup:
         own = self._rows_of(settings)
         rows = {tensor.name: own[tensor.name] for tensor in tensors if tensor.name in own}
+        names = tuple(map(_name_of, tensors))
         parameters = tuple(map(_parameter_of, tensors))
+        if rows:
+            num_elements = sum(map(_num_elements, parameters, map(rows.get, names)))
+        else:
+            num_elements = sum(map(whole_numel, parameters))
         group = PlannedGroup(
             name=name,
             source=settings.name,
-            parameter_names=tuple(map(_name_of, tensors)),
-            num_elements=sum(
-                _num_elements(parameter, rows.get(name)) for name, parameter in zip(map(_name_of, tensors), parameters)
-            )
-            if rows
-            else sum(map(whole_numel, parameters)),
+            parameter_names=names,
+            num_elements=num_elements,
             lr=lr,
             weight_decay=weight_decay,
             frozen=frozen,

@@ -17,8 +17,8 @@ import yaml
 from torch import nn
 
 from layerwise_trainer import LayerwiseSpec, SpecError, parse_spec, resolve_groups
-from layerwise_trainer.core.spec import MAX_GROUPS, MAX_NUM_LAYERS, MAX_PATTERNS, MAX_SPEC_BYTES, MAX_WILDCARD_PATTERNS
 from layerwise_trainer.core import yaml_json
+from layerwise_trainer.core.spec import MAX_GROUPS, MAX_NUM_LAYERS, MAX_PATTERNS, MAX_SPEC_BYTES, MAX_WILDCARD_PATTERNS
 from layerwise_trainer.core.yaml_json import MAX_YAML_NODES
 
 # Refusing takes milliseconds; the bound is generous for a shared, loaded machine.
