@@ -30,7 +30,7 @@ import operator
 import weakref
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch.distributed as dist
 from torch import nn
@@ -189,6 +189,18 @@ def is_sharded(model: nn.Module | None) -> bool:
     from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
 
     return any(isinstance(module, (FSDPModule, FullyShardedDataParallel)) for module in model.modules())
+
+
+def sharding_engine(trainer: Any) -> str | None:
+    """``"FSDP"`` or ``"DeepSpeed"`` when the Trainer's optimizer sees shards or partitions of parameters, else None.
+
+    FSDP counts whether the Trainer wraps the model (``is_fsdp_enabled``) or the model came wrapped.
+    """
+    if getattr(trainer, "is_fsdp_enabled", False) or is_sharded(getattr(trainer, "model", None)):
+        return "FSDP"
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        return "DeepSpeed"
+    return None
 
 
 def is_distributed() -> bool:

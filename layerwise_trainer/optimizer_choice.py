@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .binding import is_sharded
+from .binding import sharding_engine
 from .core.grouping import GroupPlan, resolve_groups
 from .core.hybrid_optimizer import Algorithm, HybridOptimizer
 from .core.muon import ADAMW, MUON, MUON_OPTIONS, TRAINER, MuonSettings
@@ -259,20 +259,16 @@ def check_optimizers_supported(plan: GroupPlan, trainer: Any) -> None:
     muon_group = next((group for group in plan.trainable_groups if group.optimizer == MUON), None)
     if muon_group is None:
         return
-    engines = (
-        ("FSDP", getattr(trainer, "is_fsdp_enabled", False) or is_sharded(trainer.model)),
-        ("DeepSpeed", getattr(trainer, "is_deepspeed_enabled", False)),
-    )
-    for engine, enabled in engines:
-        if enabled:
-            detail = "row shards of each matrix" if engine == "FSDP" else "flattened partitions of the parameters"
-            raise SpecError(
-                f"Muon is not supported under {engine}: it orthogonalises each weight matrix whole, and {engine} "
-                f"gives the optimizer {detail}; train Muon groups with DDP (or one device), or choose "
-                "optimizer: adamw for them",
-                path=muon_group.spec_path("optimizer"),
-                group=muon_group.source,
-            )
+    engine = sharding_engine(trainer)
+    if engine is not None:
+        detail = "row shards of each matrix" if engine == "FSDP" else "flattened partitions of the parameters"
+        raise SpecError(
+            f"Muon is not supported under {engine}: it orthogonalises each weight matrix whole, and {engine} "
+            f"gives the optimizer {detail}; train Muon groups with DDP (or one device), or choose "
+            "optimizer: adamw for them",
+            path=muon_group.spec_path("optimizer"),
+            group=muon_group.source,
+        )
 
 
 def _refuse_row_groups(spec: LayerwiseSpec) -> None:

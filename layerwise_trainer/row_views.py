@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .binding import is_sharded
+from .binding import sharding_engine
 from .core.grouping import GroupPlan
 from .core.parameter_names import user_model
 from .core.row_groups import OriginalVocabulary, complement, merged
@@ -96,18 +96,14 @@ def check_row_groups_supported(spec: LayerwiseSpec, trainer: Any) -> None:
     index = next((index for index, group in enumerate(spec.groups) if group.rows is not None), None)
     if index is None:
         return
-    engines = (
-        ("FSDP", getattr(trainer, "is_fsdp_enabled", False) or is_sharded(trainer.model)),
-        ("DeepSpeed", getattr(trainer, "is_deepspeed_enabled", False)),
-    )
-    for engine, enabled in engines:
-        if enabled:
-            raise SpecError(
-                f"rows of a matrix are not supported under {engine}: {_REFUSAL_REASONS[engine]}; train row groups "
-                "with DDP (or one device)",
-                path=(f"groups[{index}]", "rows"),
-                group=spec.groups[index].name,
-            )
+    engine = sharding_engine(trainer)
+    if engine is not None:
+        raise SpecError(
+            f"rows of a matrix are not supported under {engine}: {_REFUSAL_REASONS[engine]}; train row groups "
+            "with DDP (or one device)",
+            path=(f"groups[{index}]", "rows"),
+            group=spec.groups[index].name,
+        )
 
 
 @dataclass
