@@ -549,7 +549,7 @@ class _Settings:
             unfreezes_by_own_key=group.gradual_unfreeze is not None,
             optimizer=optimizer,
             optimizer_by_own_key=group.optimizer is not None,
-            muon=_MuonPart.of(group, spec, lr, base_wd) if optimizer == MUON else None,
+            muon=_MuonPart.of(group, spec, lr, base_wd, (f"groups[{index}]",)) if optimizer == MUON else None,
         )
 
     def located(self, key: str) -> tuple[str, ...]:
@@ -577,7 +577,14 @@ class _MuonPart:
     adamw_rate_stated: bool
 
     @classmethod
-    def of(cls, group: GroupSpec | None, spec: LayerwiseSpec, lr: float, base_wd: float) -> _MuonPart:
+    def of(
+        cls, group: GroupSpec | None, spec: LayerwiseSpec, lr: float, base_wd: float, where: tuple[str, ...] = ()
+    ) -> _MuonPart:
+        """The split of ``group`` (None: the ``default`` group) at rate ``lr``; ``where`` locates the group.
+
+        Raises:
+            SpecError: ``adamw_lr_scale`` times the group's rate overflows to infinity or underflows to 0.
+        """
         top = spec.muon
         options = {**(top.options if top is not None else {}), **(group.options if group is not None else {})}
         own_wd = None if group is None else group.weight_decay
@@ -588,6 +595,14 @@ class _MuonPart:
         adamw_lr = group.adamw_lr if group is not None and group.adamw_lr is not None else None
         if adamw_lr is None and scale is not None:
             adamw_lr = lr * scale
+            own_scale = group is not None and group.adamw_lr_scale is not None
+            _check_scaled_rate(
+                adamw_lr,
+                scale,
+                lr,
+                where=(*where, "adamw_lr_scale") if own_scale else ("muon", "adamw_lr_scale"),
+                group=DEFAULT_GROUP_NAME if group is None else group.name,
+            )
         stated = adamw_lr is not None or options.get("adjust_lr_fn") == "match_rms_adamw"
         return cls(weight_decay, MappingProxyType(options), adamw_lr, stated)
 

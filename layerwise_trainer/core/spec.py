@@ -514,10 +514,19 @@ class LayerwiseSpec:
         else:
             object.__setattr__(self, "no_weight_decay", _patterns(self.no_weight_decay, "no_weight_decay"))
         object.__setattr__(self, "muon", MuonSettings.parse(self.muon))
-        self._check_adamw_rates()
+        self._check_muon_groups()
 
-    def _check_adamw_rates(self) -> None:
+    def _check_muon_groups(self) -> None:
+        """A group's AdamW rate only where Muon trains it; Muon's options checked in a group the top-level ``muon``
+        sends to Muon (a group that names Muon checked its own)."""
         for index, group in enumerate(self.groups):
+            if group.optimizer is None and self.optimizer_of(group) == MUON and not group.is_frozen:
+                for key in MUON_OPTIONS:
+                    if key in group.options:
+                        try:
+                            parse_muon_option(key, group.options[key])
+                        except SpecError as error:
+                            raise error.within(f"groups[{index}]", group=group.name) from None
             stated = "adamw_lr" if group.adamw_lr is not None else "adamw_lr_scale" if group.adamw_lr_scale else None
             if stated is not None and self.optimizer_of(group) != MUON:
                 raise SpecError(

@@ -149,8 +149,29 @@ def test_a_plan_without_muon_has_no_optimizer_column(llama):
             "'original' lr scaling the group's rate is no AdamW rate. Set the top-level muon's adamw_lr_scale, or "
             "adjust_lr_fn: match_rms_adamw (Moonlight's scaling, AdamW's rate carried over)",
         ),
+        (
+            {
+                "groups": [
+                    {
+                        "name": "body",
+                        "match": "model.layers.*",
+                        "optimizer": "muon",
+                        "lr": 1e-30,
+                        "adamw_lr_scale": 1e-300,
+                    }
+                ]
+            },
+            "groups[0].adamw_lr_scale (group 'body'): the learning rate 1e-300 x 1e-30 underflows to 0; to freeze "
+            "parameters, say so: freeze: true (a trainable group at rate 0 keeps optimizer state for parameters that "
+            "never change)",
+        ),
+        (
+            {"muon": {"adamw_lr_scale": 1e308}, "groups": [{"name": "body", "match": "model.layers.*", "lr": 10}]},
+            "muon.adamw_lr_scale (group 'body'): the learning rate 1e+308 x 10 is not a finite number; expected a "
+            "rate a float can hold",
+        ),
     ],
-    ids=["1-D only", "AdamW rate unstated", "top-level rate unstated"],
+    ids=["1-D only", "AdamW rate unstated", "top-level rate unstated", "AdamW rate underflows", "AdamW rate overflows"],
 )
 def test_muon_groups_that_cannot_be_right_are_refused_naming_the_group_and_key(llama, spec, message):
     with pytest.raises(SpecError) as caught:
@@ -186,6 +207,12 @@ def test_muon_groups_that_cannot_be_right_are_refused_naming_the_group_and_key(l
         ({"muon": {"ns_coefficients": [1, 2]}},
          "muon.ns_coefficients: expected a list of 3 numbers, got [1, 2] (list)"),
         ({"muon": "yes"}, "muon: expected true or a mapping of Muon's settings, got 'yes' (str)"),
+        ({"muon": True, "groups": [{"name": "b", "match": "x", "momentum": 1.5}]},
+         "groups[0].momentum (group 'b'): expected a number in [0, 1), got 1.5 (float)"),
+        ({"muon": {"adjust_lr_fn": "match_rms_adamw"}, "groups": [{"name": "b", "match": "x", "ns_steps": 0}]},
+         "groups[0].ns_steps (group 'b'): expected a whole number from 1 to 99, got 0 (int)"),
+        ({"muon": True, "groups": [{"name": "b", "match": "x", "nesterov": "no"}]},
+         "groups[0].nesterov (group 'b'): expected true or false, got 'no' (str)"),
     ],
 )  # fmt: skip
 def test_bad_muon_keys_are_spec_errors_naming_the_key(spec, message):
