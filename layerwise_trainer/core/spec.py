@@ -34,7 +34,7 @@ from .group_schedule import (
 )
 from .muon import MUON, MUON_OPTIONS, OPTIMIZER_KINDS, MuonSettings, parse_adamw_rate, parse_muon_option
 from .name_patterns import compile_pattern, is_exact_name
-from .row_groups import RowSelection
+from .row_groups import MAX_ROW_ITEMS, RowSelection
 from .yaml_json import (
     JSON_SUFFIXES,
     YAML_SUFFIXES,
@@ -477,11 +477,14 @@ class LayerwiseSpec:
                 f"{len(self.groups):,} groups, more than the {MAX_GROUPS:,} allowed (MAX_GROUPS)", path=("groups",)
             )
         groups: list[GroupSpec] = []
-        patterns = wildcards = 0
+        patterns = wildcards = row_items = 0
         for index, raw in enumerate(self.groups):
             try:
                 patterns += _pattern_count(raw)  # before building the group, so its patterns are not compiled
                 _check_pattern_counts(patterns, wildcards)
+                own_row_items = _row_item_count(raw)
+                row_items += own_row_items  # all groups' together: a limit per group would multiply by the groups
+                _check_row_item_count(row_items, own_row_items)
                 group = _group_from(raw, index)
                 wildcards += _count_wildcards(group.patterns)
                 _check_pattern_counts(patterns, wildcards)
@@ -640,6 +643,22 @@ def _pattern_count(raw: Any) -> int:
     """How many patterns a group (a mapping or a `GroupSpec`) gives, without validating them."""
     match = raw.get("match") if isinstance(raw, Mapping) else getattr(raw, "match", None)
     return len(match) if isinstance(match, (list, tuple)) else 1
+
+
+def _row_item_count(raw: Any) -> int:
+    """How many items a group's explicit ``rows`` list gives, without reading them."""
+    rows = raw.get("rows") if isinstance(raw, Mapping) else None
+    return len(rows) if isinstance(rows, (list, tuple)) else 0
+
+
+def _check_row_item_count(items: int, own_items: int) -> None:
+    if items > MAX_ROW_ITEMS:
+        counted = f"{items:,} items" if items == own_items else f"{items:,} items with the groups before it"
+        raise SpecError(
+            f"{counted}, more than the {MAX_ROW_ITEMS:,} allowed (MAX_ROW_ITEMS); write contiguous rows as one "
+            "[start, stop] range",
+            path=("rows",),
+        )
 
 
 def _group_from(raw: Any, index: int) -> GroupSpec:

@@ -115,6 +115,20 @@ def test_hostile_row_lists_are_refused_in_bounded_time():
     assert every_row_listed.groups[0].rows.ranges == ((0, MAX_ROW_ITEMS),)
 
 
+def test_the_row_items_limit_counts_all_groups_together():
+    # Per group alone, 10,000 groups of 100,000 items each would be read: a billion items.
+    items = MAX_ROW_ITEMS * 2 // 5
+    groups = [{"name": name, "match": EMBEDDING, "rows": list(range(items))} for name in ("a", "b", "c", "d")]
+    started = time.perf_counter()
+    with pytest.raises(SpecError) as caught:
+        parse_spec(groups)
+    assert time.perf_counter() - started < 2.0  # the third group is refused before its items are read
+    assert str(caught.value) == (
+        "groups[2].rows (group 'c'): 120,000 items with the groups before it, more than the 100,000 allowed "
+        "(MAX_ROW_ITEMS); write contiguous rows as one [start, stop] range"
+    )
+
+
 def test_a_huge_range_is_never_expanded(llama):
     started = time.perf_counter()
     message = refusal(llama, [{"name": "x", "match": EMBEDDING, "rows": [[0, 10**12]]}])
