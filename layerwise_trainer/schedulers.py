@@ -35,6 +35,7 @@ scheduler, so that every group gets its new rate at the saved step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -47,7 +48,7 @@ from transformers import PreTrainedModel, TrainingArguments, get_scheduler
 from transformers.optimization import GreedyLR
 from transformers.training_args import ParallelMode
 
-from .binding import is_sharded
+from .binding import sharding_engine
 from .core.group_schedule import (
     METRIC_PREFIX,
     GroupTiming,
@@ -306,14 +307,13 @@ def check_group_schedules_supported(plan: GroupPlan, trainer: Any) -> None:
     if not starts_later(plan):
         return
     where = _first_scheduled(plan, starts_only=True)
-    sharded_by_hand = is_sharded(trainer.model)
-    for enabled, name in (("is_fsdp_enabled", "FSDP"), ("is_deepspeed_enabled", "DeepSpeed")):
-        if getattr(trainer, enabled, False) or (name == "FSDP" and sharded_by_hand):
-            raise _located(
-                f"a group that starts later is not supported under {name}: {_LATER_START_REASONS[name]}; train "
-                "with DDP (or one device), or freeze the group and train it in a second run",
-                *where,
-            )
+    engine = sharding_engine(trainer)
+    if engine is not None:
+        raise _located(
+            f"a group that starts later is not supported under {engine}: {_LATER_START_REASONS[engine]}; train "
+            "with DDP (or one device), or freeze the group and train it in a second run",
+            *where,
+        )
     distributed = args.parallel_mode == ParallelMode.DISTRIBUTED and args.world_size > 1
     if distributed and not _ddp_finds_unused_parameters(args, trainer.model):
         raise _located(
@@ -600,7 +600,59 @@ def _with_start_rule(
             path=(*link.where, "latest"),
             group=group.source,
         )
+    if rank == 0 and link.fits(rule.earliest) is None:
+        raise SpecError(
+            f"{group.name} would start at step {rule.earliest} at the earliest, but training has only "
+            f"{length.total_steps} optimizer steps (with its warm-up after it); make earliest earlier or train longer",
+            path=(*link.where, "earliest"),
+            group=group.source,
+        )
+    if rank == 0 and rule.latest is None:
+        _check_a_plateau_can_start(link, rule, group, args, length)
     return replace(link, rule=rule)
+
+
+def _evaluation_interval(args: TrainingArguments, length: TrainingLength) -> tuple[int, int] | None:
+    """The Trainer's evaluations during training as ``(first, every)``: at ``k * every`` for ``k >= first``.
+
+    The rule of transformers' ``DefaultFlowCallback``: every ``eval_steps`` steps (a value below 1 a ratio of the
+    run, rounded up) or at each epoch's end, not before ``eval_delay``. None where the steps are not known here:
+    no evaluation, or epochs of a training set without a length.
+    """
+    strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+    delay = args.eval_delay or 0
+    if strategy == "steps" and args.eval_steps:
+        every = math.ceil(length.total_steps * args.eval_steps) if args.eval_steps < 1 else int(args.eval_steps)
+        return max(1, math.ceil(delay / every)), every
+    if strategy == "epoch" and length.steps_per_epoch:
+        return max(1, math.ceil(delay)), length.steps_per_epoch
+    return None
+
+
+def _check_a_plateau_can_start(
+    link: ChainLink, rule: PlateauRule, group: PlannedGroup, args: TrainingArguments, length: TrainingLength
+) -> None:
+    """Refuse a first start on a plateau, without a ``latest``, that no evaluation of this run can decide.
+
+    A plateau needs ``patience + 1`` evaluations (the first sets the best), the last of them at or after
+    ``earliest`` and early enough for the group's warm-up to fit before training ends.
+    """
+    interval = _evaluation_interval(args, length)
+    if interval is None:
+        return
+    first, every = interval
+    deciding = max(first + rule.patience, math.ceil(rule.earliest / every)) * every
+    if link.fits(deciding) is None:
+        raise SpecError(
+            f"a plateau of {rule.metric} needs {rule.patience + 1} evaluations (patience {rule.patience})"
+            f"{f' and one at step {rule.earliest} or later' if rule.earliest else ''}, and this run evaluates every "
+            f"{every} steps from step {first * every}, so the first evaluation that could start {group.name} is at "
+            f"step {deciding}, but it can start at step {link.last_start} at the latest (training has "
+            f"{length.total_steps} optimizer steps, with its warm-up after the start); evaluate more often, lower "
+            "patience, or give latest",
+            path=link.where,
+            group=group.source,
+        )
 
 
 def staged_parameters(plan: GroupPlan) -> list[nn.Parameter]:

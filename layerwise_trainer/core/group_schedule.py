@@ -218,7 +218,7 @@ def parse_trigger(value: Any, path: tuple[str, ...]) -> PlateauTrigger:
             hint = did_you_mean(str(key), PLATEAU_KEYS) or "."
             raise SpecError(f"unknown key {key!r}{hint} Expected: {', '.join(PLATEAU_KEYS)}", path=(*where, str(key)))
     try:
-        return PlateauTrigger(
+        trigger = PlateauTrigger(
             metric=_metric_name(keys.get("metric", DEFAULT_PLATEAU_METRIC)),
             patience=_patience(keys.get("patience", 1)),
             min_delta=_fraction(keys.get("min_delta", 0.0), "min_delta", upper_open=False),
@@ -228,6 +228,14 @@ def parse_trigger(value: Any, path: tuple[str, ...]) -> PlateauTrigger:
         )
     except SpecError as error:
         raise error.within(*where) from None
+    earliest, latest = trigger.earliest, trigger.latest
+    # Bounds in one unit compare here; in different units they compare at train start, in steps.
+    if earliest is not None and latest is not None and earliest.unit == latest.unit and earliest.amount > latest.amount:
+        raise SpecError(
+            f"the latest start ({_describe(latest)}) comes before the earliest ({_describe(earliest)})",
+            path=(*where, "latest"),
+        )
+    return trigger
 
 
 def _metric_name(value: Any) -> str:

@@ -40,8 +40,8 @@ def body(**keys):
 
 def trainer_for(output_dir, spec, script=SCRIPT, steps=14, callbacks=(), eval_dataset=None, **overrides):
     metric = ScriptedMetric(script)
-    settings = dict(max_steps=steps, learning_rate=1e-3, lr_scheduler_type="constant", eval_strategy="steps",
-                    eval_steps=2, **overrides)  # fmt: skip
+    settings = {"max_steps": steps, "learning_rate": 1e-3, "lr_scheduler_type": "constant", "eval_strategy": "steps",
+                "eval_steps": 2, **overrides}  # fmt: skip
     trainer = LayerwiseTrainer(
         model=tiny_bert(),
         args=training_args(output_dir, **settings),
@@ -269,9 +269,21 @@ def test_a_trigger_whose_eval_set_was_taken_away_is_refused_before_the_first_ste
             "groups[1].start.plateau.latest (group 'body'): body would start at step 13 at the latest",
         ),
         (
-            {"start": plateau(earliest=6, latest=4)},
+            {"start": plateau(earliest={"fraction": 0.5}, latest=4)},
             "groups[1].start.plateau.latest (group 'body'): the latest start (4 steps) comes before the earliest "
-            "(6 steps)",
+            "(7 steps)",
+        ),
+        (
+            {"start": plateau(earliest=13), "warmup": 2},
+            "groups[1].start.plateau.earliest (group 'body'): body would start at step 13 at the earliest, but "
+            "training has only 14 optimizer steps (with its warm-up after it); make earliest earlier or train longer",
+        ),
+        (
+            {"start": plateau(patience=6)},
+            "groups[1].start.plateau (group 'body'): a plateau of eval_scripted_loss needs 7 evaluations (patience "
+            "6), and this run evaluates every 2 steps from step 2, so the first evaluation that could start body is "
+            "at step 14, but it can start at step 13 at the latest (training has 14 optimizer steps, with its "
+            "warm-up after the start); evaluate more often, lower patience, or give latest",
         ),
         (
             {"start": plateau(metric="scripted_los")},
@@ -280,7 +292,14 @@ def test_a_trigger_whose_eval_set_was_taken_away_is_refused_before_the_first_ste
             "'eval_steps_per_second'; name one of those (as the Trainer logs it)",
         ),
     ],
-    ids=["latest-at-the-end", "latest-without-room-for-the-warmup", "earliest-after-latest", "unknown-metric"],
+    ids=[
+        "latest-at-the-end",
+        "latest-without-room-for-the-warmup",
+        "earliest-after-latest-in-other-units",
+        "earliest-at-the-end",
+        "too-few-evaluations",
+        "unknown-metric",
+    ],
 )
 def test_a_trigger_that_does_not_fit_the_run_is_refused_naming_the_key(keys, message, tmp_path):
     trainer = trainer_for(tmp_path, [HEAD, body(**keys)])
@@ -288,6 +307,36 @@ def test_a_trigger_that_does_not_fit_the_run_is_refused_naming_the_key(keys, mes
         trainer.train()
     assert str(caught.value).startswith(message)
     assert trainer.state.global_step <= 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "patience", "every", "first", "deciding"),
+    [({"eval_delay": 10}, 2, 2, 10, 14), ({"eval_strategy": "epoch"}, 3, 4, 4, 16)],
+    ids=["eval-delay", "epochs"],
+)
+def test_a_plateau_that_no_evaluation_of_the_run_can_decide_is_refused_before_the_first_step(
+    overrides, patience, every, first, deciding, tmp_path
+):
+    trainer = trainer_for(tmp_path, [HEAD, body(start=plateau(patience=patience))], **overrides)
+    with pytest.raises(SpecError) as caught:
+        trainer.train()
+    assert str(caught.value) == (
+        f"groups[1].start.plateau (group 'body'): a plateau of eval_scripted_loss needs {patience + 1} evaluations "
+        f"(patience {patience}), and this run evaluates every {every} steps from step {first}, so the first evaluation "
+        f"that could start body is at step {deciding}, but it can start at step 13 at the latest "
+        "(training has 14 optimizer steps, with its warm-up after the start); evaluate more often, lower patience, "
+        "or give latest"
+    )
+    assert trainer.state.global_step == 0
+
+
+def test_a_plateau_the_last_evaluation_in_time_can_decide_is_accepted(tmp_path):
+    # Evaluations at 10 and 12 (eval_delay 10): patience 1 decides at 12 at the earliest, within the last start (13).
+    trainer = trainer_for(
+        tmp_path, [HEAD, body(start=plateau(patience=1))], script={10: 1.0, 12: 1.0, 14: 1.0}, eval_delay=10
+    )
+    trainer.train()
+    assert trainer.lr_scheduler.group_starts == [0, 0, 12, 12]
 
 
 SINGLE = SimpleNamespace(lr_scheduler_type="linear", parallel_mode=ParallelMode.NOT_DISTRIBUTED, world_size=1,

@@ -196,6 +196,19 @@ def test_a_spec_with_triggers_round_trips_and_pickles():
             "1,000,000 (evaluations), got 1.5 (float)",
         ),
         (
+            {"start": {"plateau": {"earliest": 6, "latest": 4}}},
+            "groups[0].start.plateau.latest (group 'body'): the latest start (4 steps) comes before the earliest "
+            "(6 steps)",
+        ),
+        (
+            {
+                "layer_decay": 0.5,
+                "gradual_unfreeze": {"every": {"plateau": {"earliest": {"epochs": 2}, "latest": {"epochs": 1}}}},
+            },
+            "groups[0].gradual_unfreeze.every.plateau.latest (group 'body'): the latest start (1 epoch) comes before "
+            "the earliest (2 epochs)",
+        ),
+        (
             {"start": {"plateau": {}}, "freeze": True},
             "groups[0].start (group 'body'): a group with freeze: true never trains, so it cannot have a schedule",
         ),
@@ -211,6 +224,8 @@ def test_a_spec_with_triggers_round_trips_and_pickles():
         "other-key",
         "misspelt-plateau",
         "unfreeze-every",
+        "earliest-after-latest",
+        "earliest-after-latest-in-epochs",
         "frozen",
     ],
 )
