@@ -590,17 +590,16 @@ class _MuonPart:
         own_wd = None if group is None else group.weight_decay
         top_wd = None if top is None else top.weight_decay
         weight_decay = own_wd if own_wd is not None else top_wd if top_wd is not None else base_wd
-        scale = None if group is None else group.adamw_lr_scale
-        scale = scale if scale is not None else (None if top is None else top.adamw_lr_scale)
+        own_scale = None if group is None else group.adamw_lr_scale
+        scale = own_scale if own_scale is not None else (None if top is None else top.adamw_lr_scale)
         adamw_lr = group.adamw_lr if group is not None and group.adamw_lr is not None else None
         if adamw_lr is None and scale is not None:
             adamw_lr = lr * scale
-            own_scale = group is not None and group.adamw_lr_scale is not None
             _check_scaled_rate(
                 adamw_lr,
                 scale,
                 lr,
-                where=(*where, "adamw_lr_scale") if own_scale else ("muon", "adamw_lr_scale"),
+                where=(*where, "adamw_lr_scale") if own_scale is not None else ("muon", "adamw_lr_scale"),
                 group=DEFAULT_GROUP_NAME if group is None else group.name,
             )
         stated = adamw_lr is not None or options.get("adjust_lr_fn") == "match_rms_adamw"
