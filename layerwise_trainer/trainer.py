@@ -37,6 +37,7 @@ from .checkpoints import (
     resume_with_transfer,
     save_layout,
 )
+from .core.disjoint_groups import build_optimizer
 from .core.gc_pause import gc_paused
 from .core.group_schedule import TrainingLength
 from .core.group_scheduler import GroupScheduler
@@ -315,7 +316,8 @@ class LayerwiseTrainerMixin:
                 self._check_resume_before_deepspeed_loads(plan)
             views = plan.row_views()
             with gc_paused():
-                trainer.optimizer = inputs.optimizer_cls(plan.optimizer_param_groups(views), **inputs.optimizer_kwargs)
+                groups = plan.optimizer_param_groups(views)
+                trainer.optimizer = build_optimizer(inputs.optimizer_cls, groups, inputs.optimizer_kwargs)
             self._row_views = RowViews(plan, views).attach(trainer.optimizer) if views else None
             self.group_plan = plan
             self._follow_in_logs(plan, inputs.learning_rate)

@@ -340,6 +340,20 @@ def test_the_spec_is_resolved_once(make_args, data, monkeypatch):
     assert trainer.group_plan.parameters["classifier.weight"] is trainer.model.classifier.weight
 
 
+def test_create_optimizer_hashes_each_tensor_twice_whatever_the_number_of_groups(make_args, monkeypatch):
+    # torch's add_param_group hashes every tensor of the groups added before: with layer decay's dozen groups
+    # that was most of building the optimizer. The plan's groups are disjoint, so torch's own two hashes of
+    # each group's tensors (its duplicate and disjointness checks) are all that is left.
+    trainer = LayerwiseTrainer(model=tiny_bert(), args=make_args(), param_groups={"layer_decay": 0.8})
+    hashed = []
+    original_hash = torch.Tensor.__hash__
+    monkeypatch.setattr(torch.Tensor, "__hash__", lambda tensor: hashed.append(tensor) or original_hash(tensor))
+    optimizer = trainer.create_optimizer()
+    trained = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    assert len(optimizer.param_groups) >= 8
+    assert len(hashed) == 2 * len(trained)
+
+
 def test_the_plan_is_mapped_onto_a_wrapped_model_by_name(make_args, monkeypatch):
     calls = counting_resolutions(monkeypatch)
     model = tiny_bert()
