@@ -44,6 +44,7 @@ from .parameter_names import (
     user_model,
     walk_model,
     whole_numel,
+    whole_numel_of_all,
     whole_shape,
 )
 from .row_groups import OriginalVocabulary, RowAssignment, RowMatrix, RowRanges, assign_rows, row_entry_name
@@ -260,6 +261,12 @@ class GroupPlan:
 
     def freeze_and_list_frozen(self) -> list[nn.Parameter]:
         """`freeze_frozen_groups`, returning the parameters this call froze (for callers that undo it)."""
+        if not any(group.rows for group in self.groups):  # every tensor is in one group: none of these trains
+            in_frozen_groups = chain.from_iterable(compress(self.group_parameters, map(_is_frozen, self.groups)))
+            newly_frozen = list(filter(_requires_grad, in_frozen_groups))
+            for parameter in newly_frozen:
+                parameter.requires_grad_(False)
+            return newly_frozen
         trained = {
             id(parameter)
             for group, parameters in zip(self.groups, self.group_parameters, strict=True)
@@ -318,6 +325,7 @@ _name_and_parameter = operator.itemgetter(0, 2)
 _trains = operator.itemgetter(3)
 _decays = operator.itemgetter(4)
 _requires_grad = operator.attrgetter("requires_grad")
+_is_frozen = operator.attrgetter("frozen")
 _stack_of_block = operator.itemgetter(0)  # of a `LayerMap.blocks` value
 
 
@@ -422,9 +430,10 @@ def _timeout_error(spec: LayerwiseSpec, group_index: int, pattern_index: int) ->
 def _first_matches(first_match: FirstMatch, tensors: Sequence[_Tensor]) -> list[int | None]:
     """The position of the first pattern that matches each tensor (any of its names), or None."""
     positions = first_match.first_of_each(list(map(_name_of, tensors)))
-    for index, tensor in enumerate(tensors):
-        if tensor.other_names:  # a tied weight matches by any of its names
-            positions[index] = first_match.index(tensor.aliases)
+    if any(map(_other_names_of, tensors)):
+        for index, tensor in enumerate(tensors):
+            if tensor.other_names:  # a tied weight matches by any of its names
+                positions[index] = first_match.index(tensor.aliases)
     return positions
 
 
@@ -487,10 +496,11 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
                 path=(f"groups[{group_index}]",),
                 group=group.name,
             )
-    order = {id(tensor): index for index, tensor in enumerate(tensors)}
-    for group_index, group in enumerate(spec.groups):
-        if group.rows is not None:
-            members[group_index].sort(key=lambda tensor: order[id(tensor)])
+    if any(group.rows is not None for group in spec.groups):
+        order = {id(tensor): index for index, tensor in enumerate(tensors)}
+        for group_index, group in enumerate(spec.groups):
+            if group.rows is not None:
+                members[group_index].sort(key=lambda tensor: order[id(tensor)])
     return members
 
 
@@ -924,13 +934,13 @@ class _GroupBuilder:
         optimizer: str | None = None,
     ) -> PlannedGroup:
         own = self._rows_of(settings)
-        rows = {tensor.name: own[tensor.name] for tensor in tensors if tensor.name in own}
+        rows = {tensor.name: own[tensor.name] for tensor in tensors if tensor.name in own} if own else {}
         names = tuple(map(_name_of, tensors))
         parameters = tuple(map(_parameter_of, tensors))
         if rows:
             num_elements = sum(map(_num_elements, parameters, map(rows.get, names)))
         else:
-            num_elements = sum(map(whole_numel, parameters))
+            num_elements = whole_numel_of_all(parameters)
         group = PlannedGroup(
             name=name,
             source=settings.name,

@@ -370,3 +370,15 @@ def test_bad_no_weight_decay_patterns_are_named(value, message):
     with pytest.raises(SpecError) as caught:
         resolve_groups(tiny_bert(), {"no_weight_decay": value}, learning_rate=1e-3, weight_decay=0.01)
     assert str(caught.value).startswith(message)
+
+
+def test_element_counts_read_the_whole_shape_of_a_zero3_placeholder():
+    # DeepSpeed ZeRO-3 leaves a parameter of shape (0,) and records the whole shape in ds_shape.
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    placeholder = nn.Parameter(torch.empty(0))
+    placeholder.ds_shape = (3, 4)
+    model[0].weight = placeholder
+    plan = resolve(model, [{"name": "first", "match": "0.*"}, {"name": "second", "match": "1.*"}])
+    assert [(group.name, group.num_elements) for group in plan.groups] == [
+        ("first", 12), ("first", 3), ("second", 6), ("second", 2)
+    ]  # fmt: skip
