@@ -12,9 +12,10 @@ the spec once, when it is built, and maps that plan onto the model in ``create_o
 should grow linearly, and stay close to the floor.
 
 torch's ``add_param_group`` hashes every parameter of the groups already added each time it adds one, so
-an optimizer of several groups costs more to build than one of a single group, whoever groups them. A
-second floor builds the ``AdamW`` over the plan's own groups (made beforehand, untimed): the difference
-between the two floors is torch's, the rest is ``LayerwiseTrainer``'s.
+an optimizer of several groups built the usual way costs more than one of a single group. A second floor
+builds the ``AdamW`` that way over the plan's own groups (made beforehand, untimed). ``LayerwiseTrainer``
+skips that re-hashing (its groups are disjoint by construction, see ``layerwise_trainer.core.disjoint_groups``),
+so with many groups it can cost less than the second floor.
 """
 
 from __future__ import annotations
@@ -229,8 +230,9 @@ def run(settings: Settings) -> BenchmarkResult:
             "construction (for LayerwiseTrainer, resolving the spec) plus create_optimizer (mapping the plan "
             "onto the model, building the torch optimizer). The floor is what any name-based grouping pays: "
             "Trainer(...), one pass over named_parameters() and one torch AdamW over those parameters; the "
-            "floor with the plan's groups builds that AdamW over the plan's param groups, made beforehand, "
-            "which is what torch charges for those groups. The candidates alternate within every round, each "
+            "floor with the plan's groups builds that AdamW the usual way over the plan's param groups, made "
+            "beforehand, which is what torch charges for those groups (LayerwiseTrainer skips torch's re-hashing "
+            "of the earlier groups). The candidates alternate within every round, each "
             "after a garbage collection; each ratio is the median of the rounds' ratios, with their range. "
             f"LLRD at {sizes[-1]:,} tensors: x{floor_ratios[llrd][-1]:.2f} the floor.",
         ],
