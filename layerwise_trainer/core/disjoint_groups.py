@@ -4,13 +4,15 @@
 adds a group it hashes every parameter of every group added before (through ``Tensor.__hash__``, a Python
 call per tensor). An optimizer of G groups over N tensors hashes up to G x N tensors, where one group of
 all of them hashes N twice. At 50,000 tensors in 4 groups that check was a third of building the
-``AdamW`` (2 cores, meta device); with layer-wise decay (50 groups) it grows with every group.
+``AdamW`` (2 cores, meta device); with layer-wise decay (50 groups) it cost more than the rest of the
+optimizer's construction.
 
 A resolved plan puts every tensor in exactly one group (first match wins; a tied weight is one tensor), so
-`build_optimizer` lets each call of ``add_param_group`` see no earlier group. Everything else
-``add_param_group`` and the optimizer's constructor do (normalising ``params``, filling the defaults,
-refusing non-leaf tensors, warning on a duplicate inside a group, the constructor's own checks such as
-LBFGS's one group) runs unchanged, in the same order, on the same dicts.
+`build_optimizer` lets torch's ``add_param_group`` see no earlier group while the constructor adds the
+groups it was given. Of the checks against earlier groups, the one that they all give parameter names or
+none is kept; everything else ``add_param_group`` and the constructor do (normalising ``params``, filling
+the defaults, refusing non-leaf tensors, warning on a duplicate inside a group, the constructor's own checks
+such as LBFGS's one group) runs unchanged. A group the optimizer adds by itself is checked as usual.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """``optimizer_cls(param_groups, **kwargs)``, with the check that no two groups share a tensor skipped.
 
-    The caller guarantees that the groups are disjoint. Any other optimizer (a factory, a class that
-    overrides ``add_param_group`` or ``__new__``) is built the usual way.
+    The caller guarantees that the groups are disjoint; a group the optimizer's constructor adds by itself is
+    checked as usual. Any other optimizer (a factory, a class that overrides ``add_param_group`` or
+    ``__new__``) is built the usual way.
 
     Args:
         optimizer_cls: The optimizer class (or any callable that builds an optimizer).
@@ -53,20 +56,22 @@ def build_optimizer(
     if len(param_groups) < 2 or not _keeps_torch_add_param_group(optimizer_cls):
         return optimizer_cls(param_groups, **kwargs)
     optimizer = optimizer_cls.__new__(optimizer_cls)  # type: ignore[call-overload]  # a class: checked above
+    unchecked = {id(group) for group in param_groups}  # torch's constructor adds these same dicts
 
     def add_param_group(param_group: dict[str, Any]) -> None:
-        earlier = optimizer.param_groups
-        optimizer.param_groups = []  # torch hashes every tensor of the groups it finds here
-        try:
+        if id(param_group) not in unchecked:  # one the optimizer adds by itself: torch's method, every check
             torch.optim.Optimizer.add_param_group(optimizer, param_group)
-        finally:
-            earlier += optimizer.param_groups
-            optimizer.param_groups = earlier
+            return
+        unchecked.discard(id(param_group))
+        earlier, optimizer.param_groups = optimizer.param_groups, []  # torch hashes every tensor it finds here
+        torch.optim.Optimizer.add_param_group(optimizer, param_group)
+        added, optimizer.param_groups = optimizer.param_groups, earlier
+        if earlier and ("param_names" in earlier[0]) != ("param_names" in param_group):
+            raise ValueError("all optimizer param groups should be with/without names")
+        earlier += added
 
     # The constructor adds each group through ``self.add_param_group``; the instance attribute is found first.
     optimizer.add_param_group = add_param_group  # type: ignore[method-assign]
-    try:
-        optimizer.__init__(param_groups, **kwargs)  # type: ignore[misc]
-    finally:
-        del optimizer.add_param_group
+    optimizer.__init__(param_groups, **kwargs)  # type: ignore[misc]
+    del optimizer.add_param_group
     return optimizer

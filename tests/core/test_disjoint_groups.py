@@ -74,9 +74,7 @@ def test_earlier_groups_are_not_hashed_again(monkeypatch):
     # 2 x 8 (a duplicate check and a disjointness check of each group's own tensors) + 2 + 4 + 6 earlier ones.
     modules = layers()
     torch_groups, our_groups = groups_of(modules), groups_of(modules)
-    hashed = []
-    original_hash = torch.Tensor.__hash__
-    monkeypatch.setattr(torch.Tensor, "__hash__", lambda tensor: hashed.append(tensor) or original_hash(tensor))
+    hashed = counted_hashes(monkeypatch)
     torch.optim.AdamW(torch_groups)
     assert len(hashed) == 2 * 8 + 2 + 4 + 6
     hashed.clear()
@@ -84,14 +82,60 @@ def test_earlier_groups_are_not_hashed_again(monkeypatch):
     assert len(hashed) == 2 * 8
 
 
+def counted_hashes(monkeypatch) -> list[torch.Tensor]:
+    hashed: list[torch.Tensor] = []
+    original_hash = torch.Tensor.__hash__
+    monkeypatch.setattr(torch.Tensor, "__hash__", lambda tensor: hashed.append(tensor) or original_hash(tensor))
+    return hashed
+
+
+class NewedAdamW(torch.optim.AdamW):
+    """An optimizer with its own ``__new__``, which may do anything before ``__init__``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> NewedAdamW:
+        return super().__new__(cls)
+
+
+def test_an_optimizer_with_its_own_new_is_built_the_usual_way(monkeypatch):
+    groups = groups_of(layers())
+    hashed = counted_hashes(monkeypatch)
+    optimizer = build_optimizer(NewedAdamW, groups, {})
+    assert type(optimizer) is NewedAdamW
+    assert len(hashed) == 2 * 8 + 2 + 4 + 6
+
+
 def test_constructor_checks_still_run():
     with pytest.raises(ValueError, match="LBFGS doesn't support per-parameter options"):
         build_optimizer(torch.optim.LBFGS, groups_of(layers(2)), {})
-    with pytest.raises(ValueError, match="Invalid learning rate"):
-        build_optimizer(torch.optim.AdamW, groups_of(layers(2)), {"lr": -1.0})
     leaf = nn.Parameter(torch.ones(2))
     with pytest.raises(ValueError, match="can't optimize a non-leaf Tensor"):
         build_optimizer(torch.optim.SGD, [{"params": [leaf]}, {"params": [leaf * 2]}], {"lr": 0.1})
+
+
+def test_groups_with_and_without_names_are_still_refused():
+    first, second = layers(2)
+    named = {"params": list(second.named_parameters())}
+    with pytest.raises(ValueError, match="all optimizer param groups should be with/without names"):
+        build_optimizer(torch.optim.SGD, [{"params": list(first.parameters())}, named], {"lr": 0.1})
+    optimizer = build_optimizer(torch.optim.SGD, [{"params": list(first.named_parameters())}, named], {"lr": 0.1})
+    assert [group["param_names"] for group in optimizer.param_groups] == [["weight", "bias"], ["weight", "bias"]]
+
+
+class ExtraGroupSGD(torch.optim.SGD):
+    """An optimizer whose constructor adds a group of its own (here one that overlaps the first)."""
+
+    def __init__(self, params: Any, extra: list[torch.Tensor], **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.add_param_group({"params": extra})
+
+
+def test_a_group_the_optimizer_adds_by_itself_is_checked_as_usual():
+    modules = layers(2)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        build_optimizer(ExtraGroupSGD, groups_of(modules), {"lr": 0.1, "extra": [modules[0].weight]})
+    extra = nn.Parameter(torch.ones(2))
+    optimizer = build_optimizer(ExtraGroupSGD, groups_of(modules), {"lr": 0.1, "extra": [extra]})
+    assert [len(group["params"]) for group in optimizer.param_groups] == [2, 2, 1]
 
 
 def test_a_duplicate_inside_a_group_still_warns():

@@ -374,11 +374,13 @@ def test_bad_no_weight_decay_patterns_are_named(value, message):
 
 def test_element_counts_read_the_whole_shape_of_a_zero3_placeholder():
     # DeepSpeed ZeRO-3 leaves a parameter of shape (0,) and records the whole shape in ds_shape.
+    # A tensor of no elements without ds_shape counts none.
     model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
     placeholder = nn.Parameter(torch.empty(0))
     placeholder.ds_shape = (3, 4)
     model[0].weight = placeholder
+    model[1].bias = nn.Parameter(torch.empty(0))
     plan = resolve(model, [{"name": "first", "match": "0.*"}, {"name": "second", "match": "1.*"}])
     assert [(group.name, group.num_elements) for group in plan.groups] == [
-        ("first", 12), ("first", 3), ("second", 6), ("second", 2)
+        ("first", 12), ("first", 3), ("second", 6), ("second", 0)
     ]  # fmt: skip
