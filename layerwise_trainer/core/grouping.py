@@ -261,28 +261,20 @@ class GroupPlan:
 
     def freeze_and_list_frozen(self) -> list[nn.Parameter]:
         """`freeze_frozen_groups`, returning the parameters this call froze (for callers that undo it)."""
-        if not any(group.rows for group in self.groups):  # every tensor is in one group: none of these trains
-            in_frozen_groups = chain.from_iterable(compress(self.group_parameters, map(_is_frozen, self.groups)))
-            newly_frozen = list(filter(_requires_grad, in_frozen_groups))
-            for parameter in newly_frozen:
-                parameter.requires_grad_(False)
-            return newly_frozen
-        trained = {
-            id(parameter)
-            for group, parameters in zip(self.groups, self.group_parameters, strict=True)
-            if not group.frozen
-            for parameter in parameters
-        }
-        newly_frozen = [
-            parameter
-            for parameter in {
-                id(parameter): parameter
+        in_frozen_groups: Iterable[nn.Parameter] = chain.from_iterable(
+            compress(self.group_parameters, map(_is_frozen, self.groups))
+        )
+        if any(group.rows for group in self.groups):  # a frozen group may hold some rows of a matrix another trains
+            trained = {
+                id(parameter)
                 for group, parameters in zip(self.groups, self.group_parameters, strict=True)
-                if group.frozen
+                if not group.frozen
                 for parameter in parameters
-            }.values()  # a frozen group may hold some rows of a matrix another group trains
-            if id(parameter) not in trained and parameter.requires_grad
-        ]
+            }
+            distinct = {id(parameter): parameter for parameter in in_frozen_groups}.values()
+            in_frozen_groups = [parameter for parameter in distinct if id(parameter) not in trained]
+        # Without rows every tensor is in one group, so none of these trains.
+        newly_frozen = list(filter(_requires_grad, in_frozen_groups))
         for parameter in newly_frozen:
             parameter.requires_grad_(False)
         return newly_frozen
@@ -496,11 +488,11 @@ def _assign(spec: LayerwiseSpec, tensors: Sequence[_Tensor], model_label: str) -
                 path=(f"groups[{group_index}]",),
                 group=group.name,
             )
-    if any(group.rows is not None for group in spec.groups):
+    row_group_indexes = [index for index, group in enumerate(spec.groups) if group.rows is not None]
+    if row_group_indexes:
         order = {id(tensor): index for index, tensor in enumerate(tensors)}
-        for group_index, group in enumerate(spec.groups):
-            if group.rows is not None:
-                members[group_index].sort(key=lambda tensor: order[id(tensor)])
+        for group_index in row_group_indexes:
+            members[group_index].sort(key=lambda tensor: order[id(tensor)])
     return members
 
 
