@@ -11,6 +11,7 @@ from .gpu_suite import DEFAULT_BUDGET, PART_LETTERS, run_suite
 
 BENCHMARKS = (
     "group_building",
+    "group_building_bound",
     "throughput",
     "frozen_body",
     "optimizer_step",

@@ -78,7 +78,7 @@ class UnplacedArguments(TrainingArguments):
         return False
 
 
-def _settled(function: Callable[[], object], prepare: Callable[[], Any] = lambda: None) -> Callable[[], float]:
+def settled(function: Callable[[], object], prepare: Callable[[], Any] = lambda: None) -> Callable[[], float]:
     """Seconds one call of ``function(prepare())`` takes (``prepare`` untimed), after collecting garbage.
 
     A full collection walks every module of the model (about 0.5 s at 50,000 tensors); left to chance, one
@@ -120,16 +120,16 @@ def _candidates(model: nn.Module, args: TrainingArguments, case: Case) -> dict[s
     # One model for every repetition, as in a notebook: a LayerwiseTrainer gives back what the previous
     # one froze before it resolves its spec, and the stock Trainer changes nothing.
     candidates = {
-        "floor": _settled(lambda _: floor(model, args)),
-        "floor with the plan's groups": _settled(
+        "floor": settled(lambda _: floor(model, args)),
+        "floor with the plan's groups": settled(
             lambda groups: floor(model, args, groups), prepare=_plan_groups(model, args, case.spec)
         ),
-        "layerwise": _settled(
+        "layerwise": settled(
             lambda _: LayerwiseTrainer(model=model, args=args, param_groups=case.spec).create_optimizer()
         ),
     }
     if case.with_stock:
-        candidates["stock"] = _settled(lambda _: Trainer(model=model, args=args).create_optimizer())
+        candidates["stock"] = settled(lambda _: Trainer(model=model, args=args).create_optimizer())
     return candidates
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import time
 
-from benchmarks import diagnostics_cost, gpu_llama, gpu_runs, gpu_suite, staged_start
+import pytest
+import torch
+from torch import nn
+
+from benchmarks import diagnostics_cost, gpu_llama, gpu_runs, gpu_suite, group_building_bound, staged_start
 from benchmarks.__main__ import BENCHMARKS, main
 from benchmarks.common import BenchmarkResult, Settings
+from layerwise_trainer import LayerwiseTrainer
 
 GIB = 2**30
 
@@ -163,3 +168,50 @@ def test_the_largest_batch_keeps_the_extrapolated_peak_within_the_fill():
     # Batch 1 peaks at 20 GiB, batch 2 at 25 GiB: 5 GiB a sequence; 90 % of 100 GiB.
     assert gpu_llama.largest_batch(20 * GIB, 25 * GIB, 100 * GIB, fill=0.9) == 15  # 20 + 14 x 5 = 90
     assert gpu_llama.largest_batch(20 * GIB, 25 * GIB, 20 * GIB, fill=0.9) == 1  # never below 1
+
+
+def _bound_setup(tmp_path):
+    from benchmarks.group_building import UnplacedArguments
+    from benchmarks.models import WideModel
+
+    return WideModel(200), UnplacedArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, weight_decay=0.01)
+
+
+def test_the_stripped_check_refuses_a_parameter_replaced_after_the_spec_was_resolved(tmp_path):
+    model, args = _bound_setup(tmp_path)
+    sketch = group_building_bound.resolve(model, args)
+    stale = model.classifier.weight
+    model.classifier.weight = nn.Parameter(torch.zeros_like(stale))
+    with pytest.raises(ValueError, match="other parameters than when the spec was resolved"):
+        group_building_bound.create_optimizer(sketch, model, args, check=True)
+    # Without the check the optimizer trains the stale tensor and never the model's own: why the check exists.
+    held = {id(parameter) for group in group_building_bound.create_optimizer(sketch, model, args, check=False)
+            .param_groups for parameter in group["params"]}  # fmt: skip
+    assert id(stale) in held and id(model.classifier.weight) not in held
+
+
+def test_the_stripped_check_refuses_a_trained_parameter_frozen_after_the_spec_was_resolved(tmp_path):
+    model, args = _bound_setup(tmp_path)
+    sketch = group_building_bound.resolve(model, args)
+    model.layers[0].attention.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="no longer requires gradients"):
+        group_building_bound.create_optimizer(sketch, model, args, check=True)
+
+
+def test_the_stripped_implementations_build_layerwise_trainers_groups(tmp_path):
+    model, args = _bound_setup(tmp_path)
+    expected = LayerwiseTrainer(model=model, args=args, param_groups=group_building_bound.SPEC).create_optimizer()
+    body, head = args.learning_rate * 0.1, args.learning_rate * 10
+    assert [(group["name"], group["lr"], group["weight_decay"]) for group in expected.param_groups] == [
+        ("body", body, 0.01),
+        ("body", body, 0.0),
+        ("head", head, 0.01),
+        ("head", head, 0.0),
+    ]
+    for parameter in model.embeddings.parameters():
+        parameter.requires_grad_(True)
+    built = group_building_bound.one_pass(model, args, check=True)
+    assert [(group["lr"], group["weight_decay"], list(map(id, group["params"]))) for group in built.param_groups] == [
+        (group["lr"], group["weight_decay"], list(map(id, group["params"]))) for group in expected.param_groups
+    ]
+    assert not model.embeddings.weight.requires_grad
