@@ -52,6 +52,7 @@ LLRD_SPEC = {
 }
 # At most this many times the floor at the largest size (issue 19, part F).
 FLOOR_RATIO_TARGET = 1.3
+FLOOR_LABEL = "floor: Trainer() + named_parameters() + AdamW"
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def _row(case: Case, model: nn.Module, samples: dict[str, list[float]]) -> dict[
     return {
         "spec": case.label,
         "tensors": f"{sum(1 for _ in model.parameters()):,}",
-        "floor: Trainer() + named_parameters() + AdamW": _milliseconds(samples["floor"]),
+        FLOOR_LABEL: _milliseconds(samples["floor"]),
         "LayerwiseTrainer() + create_optimizer": _milliseconds(samples["layerwise"]),
         "against the floor": _ratio_text(_ratios(samples, "floor")),
         "floor with the plan's groups": _milliseconds(samples["floor with the plan's groups"]),

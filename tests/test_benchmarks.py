@@ -12,6 +12,8 @@ from torch import nn
 from benchmarks import diagnostics_cost, gpu_llama, gpu_runs, gpu_suite, group_building_bound, staged_start
 from benchmarks.__main__ import BENCHMARKS, main
 from benchmarks.common import BenchmarkResult, Settings
+from benchmarks.group_building import UnplacedArguments
+from benchmarks.models import WideModel
 from layerwise_trainer import LayerwiseTrainer
 
 GIB = 2**30
@@ -170,48 +172,83 @@ def test_the_largest_batch_keeps_the_extrapolated_peak_within_the_fill():
     assert gpu_llama.largest_batch(20 * GIB, 25 * GIB, 20 * GIB, fill=0.9) == 1  # never below 1
 
 
-def _bound_setup(tmp_path):
-    from benchmarks.group_building import UnplacedArguments
-    from benchmarks.models import WideModel
-
+@pytest.fixture
+def wide_model_and_args(tmp_path):
+    """Benchmark 1's model of 200 tensors on the CPU, and arguments with weight decay (its halves differ)."""
     return WideModel(200), UnplacedArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, weight_decay=0.01)
 
 
-def test_the_stripped_check_refuses_a_parameter_replaced_after_the_spec_was_resolved(tmp_path):
-    model, args = _bound_setup(tmp_path)
-    sketch = group_building_bound.resolve(model, args)
+def test_the_stripped_check_refuses_a_parameter_replaced_after_the_spec_was_resolved(wide_model_and_args):
+    model, args = wide_model_and_args
+    sketch = group_building_bound.stripped_resolve(model, args)
+    model.classifier.weight = nn.Parameter(torch.zeros_like(model.classifier.weight))
+    with pytest.raises(ValueError, match="other parameters than when the spec was resolved"):
+        group_building_bound.stripped_create_optimizer(sketch, model, args, check=True)
+
+
+def test_without_the_check_a_replaced_parameter_is_never_trained(wide_model_and_args):
+    model, args = wide_model_and_args
+    sketch = group_building_bound.stripped_resolve(model, args)
     stale = model.classifier.weight
     model.classifier.weight = nn.Parameter(torch.zeros_like(stale))
-    with pytest.raises(ValueError, match="other parameters than when the spec was resolved"):
-        group_building_bound.create_optimizer(sketch, model, args, check=True)
-    # Without the check the optimizer trains the stale tensor and never the model's own: why the check exists.
-    held = {id(parameter) for group in group_building_bound.create_optimizer(sketch, model, args, check=False)
-            .param_groups for parameter in group["params"]}  # fmt: skip
+    optimizer = group_building_bound.stripped_create_optimizer(sketch, model, args, check=False)
+    held = {id(parameter) for group in optimizer.param_groups for parameter in group["params"]}
     assert id(stale) in held and id(model.classifier.weight) not in held
 
 
-def test_the_stripped_check_refuses_a_trained_parameter_frozen_after_the_spec_was_resolved(tmp_path):
-    model, args = _bound_setup(tmp_path)
-    sketch = group_building_bound.resolve(model, args)
+def test_the_stripped_check_refuses_a_trained_parameter_frozen_after_the_spec_was_resolved(wide_model_and_args):
+    model, args = wide_model_and_args
+    sketch = group_building_bound.stripped_resolve(model, args)
     model.layers[0].attention.weight.requires_grad_(False)
     with pytest.raises(ValueError, match="no longer requires gradients"):
-        group_building_bound.create_optimizer(sketch, model, args, check=True)
+        group_building_bound.stripped_create_optimizer(sketch, model, args, check=True)
 
 
-def test_the_stripped_implementations_build_layerwise_trainers_groups(tmp_path):
-    model, args = _bound_setup(tmp_path)
+def test_the_stripped_check_refuses_arguments_changed_after_the_spec_was_resolved(wide_model_and_args):
+    model, args = wide_model_and_args
+    sketch = group_building_bound.stripped_resolve(model, args)
+    args.adam_beta2 = 0.95
+    with pytest.raises(ValueError, match="the optimizer or its arguments changed"):
+        group_building_bound.stripped_create_optimizer(sketch, model, args, check=True)
+
+
+def test_the_stripped_implementations_build_layerwise_trainers_groups(wide_model_and_args):
+    model, args = wide_model_and_args
     expected = LayerwiseTrainer(model=model, args=args, param_groups=group_building_bound.SPEC).create_optimizer()
+    group_building_bound.unfreeze_embeddings(model)
+    built = group_building_bound.one_pass(model, args, check=True)
+    assert group_building_bound.layout(built) == group_building_bound.layout(expected)
+
+
+def test_the_recipes_groups_are_the_body_and_the_head_each_in_two_halves(wide_model_and_args):
+    model, args = wide_model_and_args
     body, head = args.learning_rate * 0.1, args.learning_rate * 10
-    assert [(group["name"], group["lr"], group["weight_decay"]) for group in expected.param_groups] == [
+    layout = group_building_bound.layout(group_building_bound.one_pass(model, args))
+    assert [group[:3] for group in layout] == [
         ("body", body, 0.01),
         ("body", body, 0.0),
         ("head", head, 0.01),
         ("head", head, 0.0),
     ]
-    for parameter in model.embeddings.parameters():
-        parameter.requires_grad_(True)
-    built = group_building_bound.one_pass(model, args, check=True)
-    assert [(group["lr"], group["weight_decay"], list(map(id, group["params"]))) for group in built.param_groups] == [
-        (group["lr"], group["weight_decay"], list(map(id, group["params"]))) for group in expected.param_groups
-    ]
+    # 20 blocks of 3 linear layers and 2 LayerNorms: 3 weights decay, 3 biases and 4 LayerNorm tensors do not
+    assert [len(group[3]) for group in layout] == [60, 140, 1, 1]
+
+
+def test_the_stripped_implementations_freeze_the_embeddings(wide_model_and_args):
+    model, args = wide_model_and_args
+    group_building_bound.one_pass(model, args)
     assert not model.embeddings.weight.requires_grad
+
+
+def test_a_stripped_implementation_that_builds_other_groups_is_not_timed(wide_model_and_args, monkeypatch):
+    model, args = wide_model_and_args
+    one_pass = group_building_bound.one_pass
+
+    def without_the_last_group(*arguments, **keywords):
+        optimizer = one_pass(*arguments, **keywords)
+        optimizer.param_groups.pop()
+        return optimizer
+
+    monkeypatch.setattr(group_building_bound, "one_pass", without_the_last_group)
+    with pytest.raises(RuntimeError, match="builds other param groups"):
+        group_building_bound.check_same_groups(model, args)
