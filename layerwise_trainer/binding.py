@@ -29,7 +29,6 @@ import dataclasses
 import operator
 import weakref
 from collections.abc import Callable
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 import torch.distributed as dist
@@ -37,6 +36,7 @@ from torch import nn
 
 from .core.grouping import GroupPlan
 from .core.parameter_names import (
+    ParameterTable,
     named_parameters_of,
     parameter_objects,
     unwrap_data_parallel,
@@ -60,7 +60,8 @@ def _same_parameter_objects(plan: GroupPlan, model: nn.Module) -> bool:
     walked = parameter_objects(model)
     if walked is None:
         return False  # a wrapper (FSDP1) that shows other parameters than its modules hold
-    planned = list(plan.parameters.values())
+    table = plan.parameters
+    planned = table.tensors if isinstance(table, ParameterTable) else tuple(table.values())
     if len(walked) != len(planned):  # tied weights (or another model): each tensor once, at its first name
         walked = list({id(parameter): parameter for parameter in walked}.values())
     return len(walked) == len(planned) and all(map(operator.is_, walked, planned))
@@ -120,7 +121,7 @@ def map_plan(plan: GroupPlan, model: nn.Module) -> GroupPlan | None:
     parameters = _parameters_by_name(model)
     if parameters is None or parameters.keys() != plan.parameters.keys():
         return None
-    mapped = dataclasses.replace(plan, parameters=MappingProxyType(parameters))
+    mapped = dataclasses.replace(plan, parameters=ParameterTable(parameters, parameters.values()))
     return mapped if _same_freezing(mapped, plan) else None
 
 

@@ -354,6 +354,12 @@ def test_create_optimizer_hashes_each_tensor_twice_whatever_the_number_of_groups
     assert len(hashed) == 2 * len(trained)
 
 
+def test_create_optimizer_on_the_same_model_builds_no_name_to_tensor_dict(make_args):
+    trainer = LayerwiseTrainer(model=tiny_bert(), args=make_args(), param_groups=BODY_HEAD_SPEC)
+    trainer.create_optimizer()
+    assert "_by_name" not in vars(trainer.group_plan.parameters)
+
+
 def test_the_plan_is_mapped_onto_a_wrapped_model_by_name(make_args, monkeypatch):
     calls = counting_resolutions(monkeypatch)
     model = tiny_bert()

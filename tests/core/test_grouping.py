@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from helpers import BODY_HEAD_SPEC, tiny_bert, tiny_model, training_args
 from torch import nn
 
 from layerwise_trainer import SpecError, build_param_groups, parse_spec, resolve_groups
+from layerwise_trainer.core.parameter_names import ParameterTable
 from layerwise_trainer.core.weight_decay import decay_parameter_names
 
 BASE_LR = 1e-4
@@ -237,6 +239,29 @@ def test_tied_weights_match_by_either_name():
     output = [group.parameter_names for group in plan.groups if group.name == "output"]
     assert output == [("transformer.wte.weight",)]
     assert "transformer.wte.weight" not in {n for g in plan.groups if g.name == "default" for n in g.parameter_names}
+
+
+def test_the_plan_keeps_every_tensor_under_its_first_name_in_model_order():
+    model = tiny_model("gpt2", device="cpu")
+    plan = resolve(model, [{"name": "output", "match": "lm_head.*", "lr": 1e-3}])
+    distinct = dict(model.named_parameters())  # a tied weight once, under its first name
+    assert list(plan.parameters) == list(distinct)
+    assert all(plan.parameters[name] is tensor for name, tensor in distinct.items())
+    assert "lm_head.weight" not in plan.parameters
+
+
+def test_resolving_builds_no_name_to_tensor_dict(bert):
+    # At 50,000 tensors the dict took 8 ms; resolving and create_optimizer's check read the columns alone.
+    plan = resolve(bert, BODY_HEAD_SPEC)
+    assert isinstance(plan.parameters, ParameterTable)
+    assert "_by_name" not in vars(plan.parameters)
+    assert plan.parameters.names == names_of(bert)
+    assert all(map(operator.is_, plan.parameters.tensors, bert.parameters()))
+
+
+def test_a_parameter_table_refuses_columns_of_different_lengths(bert):
+    with pytest.raises(ValueError, match="2 names for 1 tensors"):
+        ParameterTable(["a", "b"], [bert.classifier.weight])
 
 
 def test_optimizer_options_pass_through(bert):
