@@ -134,14 +134,27 @@ class ParameterTable(Mapping[str, nn.Parameter]):
     """
 
     def __init__(self, names: Iterable[str], tensors: Iterable[nn.Parameter]) -> None:
-        self.names = tuple(names)
-        self.tensors = tuple(tensors)
-        if len(self.names) != len(self.tensors):
-            raise ValueError(f"{len(self.names)} names for {len(self.tensors)} tensors")
+        self._names = tuple(names)
+        self._tensors = tuple(tensors)
+        if len(self._names) != len(self._tensors):
+            raise ValueError(f"{len(self._names)} names for {len(self._tensors)} tensors")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names, in the model's order."""
+        return self._names
+
+    @property
+    def tensors(self) -> tuple[nn.Parameter, ...]:
+        """The tensor under each of `names`."""
+        return self._tensors
 
     @functools.cached_property
     def _by_name(self) -> dict[str, nn.Parameter]:
-        return dict(zip(self.names, self.tensors, strict=True))
+        by_name = dict(zip(self._names, self._tensors, strict=True))
+        if len(by_name) != len(self._names):
+            raise ValueError("a parameter table holds a name twice")
+        return by_name
 
     def __getitem__(self, name: str) -> nn.Parameter:
         return self._by_name[name]
@@ -150,13 +163,16 @@ class ParameterTable(Mapping[str, nn.Parameter]):
         return name in self._by_name
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
+        return iter(self._names)
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self._names)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self._names)
 
     def __repr__(self) -> str:
-        return f"ParameterTable({len(self.names)} tensors)"
+        return f"ParameterTable({len(self._names)} tensors)"
 
 
 def parameter_objects(model: nn.Module) -> list[nn.Parameter] | None:

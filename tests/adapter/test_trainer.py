@@ -17,6 +17,7 @@ from layerwise_trainer import (
     LayerwiseTrainingArguments,
     SpecError,
 )
+from layerwise_trainer.core.parameter_names import ParameterTable
 from layerwise_trainer.core.weight_decay import matches_stock_rule
 
 TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
@@ -357,7 +358,7 @@ def test_create_optimizer_hashes_each_tensor_twice_whatever_the_number_of_groups
 def test_create_optimizer_on_the_same_model_builds_no_name_to_tensor_dict(make_args):
     trainer = LayerwiseTrainer(model=tiny_bert(), args=make_args(), param_groups=BODY_HEAD_SPEC)
     trainer.create_optimizer()
-    assert "_by_name" not in vars(trainer.group_plan.parameters)
+    assert ParameterTable._by_name.attrname not in vars(trainer.group_plan.parameters)
 
 
 def test_the_plan_is_mapped_onto_a_wrapped_model_by_name(make_args, monkeypatch):
