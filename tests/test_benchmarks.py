@@ -14,7 +14,7 @@ from benchmarks.__main__ import BENCHMARKS, main
 from benchmarks.common import BenchmarkResult, Settings
 from benchmarks.group_building import UnplacedArguments
 from benchmarks.models import WideModel
-from layerwise_trainer import LayerwiseTrainer
+from layerwise_trainer import LayerwiseTrainer, SpecError
 
 GIB = 2**30
 
@@ -251,4 +251,36 @@ def test_a_stripped_implementation_that_builds_other_groups_is_not_timed(wide_mo
 
     monkeypatch.setattr(group_building_bound, "one_pass", without_the_last_group)
     with pytest.raises(RuntimeError, match="builds other param groups"):
+        group_building_bound.check_same_groups(model, args)
+
+
+def test_the_trainer_resolving_in_create_optimizer_builds_layerwise_trainers_groups(wide_model_and_args):
+    model, args = wide_model_and_args
+    expected = LayerwiseTrainer(model=model, args=args, param_groups=group_building_bound.SPEC).create_optimizer()
+    late = group_building_bound.LateResolvingTrainer(model=model, args=args, param_groups=group_building_bound.SPEC)
+    assert late.group_plan is None  # nothing resolved when it was built
+    assert group_building_bound.layout(late.create_optimizer()) == group_building_bound.layout(expected)
+
+
+def test_the_trainer_resolving_in_create_optimizer_refuses_a_bad_spec_only_then(wide_model_and_args):
+    model, args = wide_model_and_args
+    spec = [{"name": "head", "match": "no_such_module.*", "lr_scale": 10}]
+    late = group_building_bound.LateResolvingTrainer(model=model, args=args, param_groups=spec)
+    with pytest.raises(SpecError, match="'no_such_module.\\*' matches no parameter"):
+        late.create_optimizer()
+
+
+def test_a_trainer_resolving_in_create_optimizer_that_builds_other_groups_is_not_timed(
+    wide_model_and_args, monkeypatch
+):
+    model, args = wide_model_and_args
+    create_optimizer = group_building_bound.LateResolvingTrainer.create_optimizer
+
+    def without_the_last_group(self, *arguments, **keywords):
+        optimizer = create_optimizer(self, *arguments, **keywords)
+        optimizer.param_groups.pop()
+        return optimizer
+
+    monkeypatch.setattr(group_building_bound.LateResolvingTrainer, "create_optimizer", without_the_last_group)
+    with pytest.raises(RuntimeError, match="resolving in create_optimizer alone builds other param groups"):
         group_building_bound.check_same_groups(model, args)
